@@ -1,0 +1,192 @@
+"""3D ResNeXt in the layout of Hara et al. (CVPR 2018), with explainable taps.
+
+Every activation that the explanation step may use is *tapped*: the top-level
+module adds a perturbation to it (`Module.perturb`, so `jax.grad` with respect
+to the `'perturbations'` collection gives d(score)/d(activation)) and sows it
+into `'intermediates'`. Both are no-ops unless the caller passes perturbations
+or makes `'intermediates'` mutable, so training pays nothing for them.
+
+Tap names (public, used by `explain` and the configs):
+  `conv1`            stem output after BN and ReLU, before the max pool;
+  `layer{s}.{b}`     output of block b (0-based) of stage s (1-based),
+                     as in the PyTorch checkpoint names;
+  `layer{s}`         stage output (the same values as its last block).
+
+Submodule names follow the PyTorch checkpoint (`layer1_0` for `layer1.0`) so
+that the weight conversion is a renaming; the stem is `stem_conv`/`stem_bn`
+(PyTorch's `conv1`/`bn1`) because `conv1` names its tap.
+
+References:
+  Hara, Kataoka, Satoh. "Can Spatiotemporal 3D CNNs Retrace the History of 2D
+  CNNs and ImageNet?" CVPR 2018 (https://github.com/kenshohara/3D-ResNets-PyTorch).
+  Xie et al. "Aggregated Residual Transformations for Deep Neural Networks"
+  (ResNeXt), CVPR 2017.
+"""
+import functools
+from typing import Any, Callable, Dict, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gla_jax import conv
+
+Dtype = Any
+
+STAGE_NAMES = ('layer1', 'layer2', 'layer3', 'layer4')
+STAGE_STRIDES = (1, 2, 2, 2)
+BN_MOMENTUM = 0.9    # PyTorch's momentum 0.1.
+BN_EPSILON = 1e-5
+
+
+class Conv3D(nn.Module):
+  """Bias-free 3D convolution with explicit symmetric padding (as PyTorch's Conv3d).
+
+  The kernel is stored in float32 as [kT, kH, kW, Cin / groups, Cout] (the
+  layout of `flax.linen.Conv`) and cast to the compute dtype.
+  """
+  features: int
+  kernel_size: Tuple[int, int, int]
+  strides: Tuple[int, int, int] = (1, 1, 1)
+  padding: Tuple[int, int, int] = (0, 0, 0)
+  feature_group_count: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    in_features = x.shape[-1]
+    if in_features % self.feature_group_count:
+      raise ValueError(f'{in_features} input channels are not divisible into '
+                       f'{self.feature_group_count} groups.')
+    # PyTorch's Conv3d default init (kaiming uniform with a=sqrt(5)) is
+    # variance 1/(3 fan_in); He normal trains these networks from scratch.
+    kernel = self.param(
+        'kernel', nn.initializers.kaiming_normal(),
+        (*self.kernel_size, in_features // self.feature_group_count, self.features),
+        jnp.float32)
+    return conv.conv3d(
+        x.astype(self.dtype), kernel.astype(self.dtype), self.strides,
+        [(p, p) for p in self.padding], self.feature_group_count)
+
+
+class Bottleneck(nn.Module):
+  """ResNeXt bottleneck: 1x1x1 -> grouped 3x3x3 (stride) -> 1x1x1 to 2 * planes."""
+  planes: int
+  cardinality: int
+  strides: int = 1
+  downsample: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32)
+    mid = self.cardinality * self.planes // 32   # Hara: cardinality * int(planes / 32).
+    stride3 = (self.strides,) * 3
+    y = Conv3D(mid, (1, 1, 1), dtype=self.dtype, name='conv1')(x)
+    y = nn.relu(norm(name='bn1')(y))
+    y = Conv3D(mid, (3, 3, 3), stride3, (1, 1, 1), self.cardinality, dtype=self.dtype,
+               name='conv2')(y)
+    y = nn.relu(norm(name='bn2')(y))
+    y = Conv3D(self.planes * 2, (1, 1, 1), dtype=self.dtype, name='conv3')(y)
+    y = norm(name='bn3')(y)
+    if self.downsample:    # Shortcut type B: projection in the first block of each stage.
+      x = Conv3D(self.planes * 2, (1, 1, 1), stride3, dtype=self.dtype,
+                 name='downsample_conv')(x)
+      x = norm(name='downsample_bn')(x)
+    return nn.relu(y + x)
+
+
+class ResNeXt3D(nn.Module):
+  """3D ResNeXt: `[B, T, H, W, 3]` clips in, `[B, num_classes]` float32 logits out.
+
+  Attributes:
+    stage_sizes: blocks per stage (ResNeXt-50: (3, 4, 6, 3)).
+    num_classes: size of the classifier.
+    cardinality: groups of the 3x3x3 convolutions.
+    widths: `planes` of each stage; each stage outputs 2 * planes channels.
+    stem_width: channels of conv1.
+    dtype: compute dtype (bfloat16 on accelerators); parameters and BatchNorm
+      statistics stay float32, logits are float32.
+  """
+  stage_sizes: Sequence[int]
+  num_classes: int = 400
+  cardinality: int = 32
+  widths: Sequence[int] = (128, 256, 512, 1024)
+  stem_width: int = 64
+  dtype: Dtype = jnp.float32
+
+  def tap(self, name: str, x):
+    """Makes `x` explainable under `name` (see the module docstring)."""
+    x = self.perturb(name, x)
+    self.sow('intermediates', name, x)
+    return x
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if x.ndim != 5 or x.shape[-1] != 3:
+      raise ValueError(f'Expected clips [B, T, H, W, 3], got shape {x.shape}.')
+    x = Conv3D(self.stem_width, (7, 7, 7), (1, 2, 2), (3, 3, 3), dtype=self.dtype,
+               name='stem_conv')(x)                               # [B, T, H/2, W/2, 64]
+    x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                     epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                     name='stem_bn')(x)
+    x = self.tap('conv1', nn.relu(x))
+    x = nn.max_pool(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3)        # [B, T/2, H/4, W/4, 64]
+    for s, (blocks, planes, stride) in enumerate(
+        zip(self.stage_sizes, self.widths, STAGE_STRIDES), start=1):
+      for b in range(blocks):
+        x = Bottleneck(planes, self.cardinality, stride if b == 0 else 1,
+                       downsample=b == 0, dtype=self.dtype, name=f'layer{s}_{b}')(x, train)
+        x = self.tap(f'layer{s}.{b}', x)
+      x = self.tap(f'layer{s}', x)
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))            # [B, 2 * widths[-1]]
+    return nn.Dense(self.num_classes, name='fc')(x)
+
+
+ResNeXt3D50 = functools.partial(ResNeXt3D, stage_sizes=(3, 4, 6, 3))
+ResNeXt3D101 = functools.partial(ResNeXt3D, stage_sizes=(3, 4, 23, 3))
+ResNeXt3D152 = functools.partial(ResNeXt3D, stage_sizes=(3, 8, 36, 3))
+# One block per stage, half the widths, 4 groups: for tests and CPU demos.
+ResNeXt3DTiny = functools.partial(ResNeXt3D, stage_sizes=(1, 1, 1, 1), cardinality=4,
+                                  widths=(64, 128, 256, 512), stem_width=16)
+
+PRESETS: Dict[str, Callable[..., ResNeXt3D]] = {
+    'resnext50': ResNeXt3D50,
+    'resnext101': ResNeXt3D101,
+    'resnext152': ResNeXt3D152,
+    'tiny': ResNeXt3DTiny,
+}
+
+
+def stage_layer_names(model: ResNeXt3D) -> Tuple[str, ...]:
+  """Tap names of the `stages` setting, global (deep) first: layer4 .. layer1, conv1."""
+  return tuple(reversed(('conv1',) + STAGE_NAMES[:len(model.stage_sizes)]))
+
+
+def block_layer_names(model: ResNeXt3D) -> Tuple[str, ...]:
+  """Tap names of the `blocks` setting, global first: every block, then conv1."""
+  names = ['conv1'] + [f'layer{s}.{b}' for s, blocks in enumerate(model.stage_sizes, 1)
+                       for b in range(blocks)]
+  return tuple(reversed(names))
+
+
+def tap_names(model: ResNeXt3D) -> Tuple[str, ...]:
+  """Every tapped activation of `model`."""
+  return tuple(sorted(set(stage_layer_names(model)) | set(block_layer_names(model))))
+
+
+def init_variables(model: ResNeXt3D, rng: jax.Array,
+                   clip_shape: Sequence[int] = (1, 16, 112, 112, 3)) -> Dict[str, Any]:
+  """`{'params', 'batch_stats'}` of `model`, without the tap collections."""
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      rng, jnp.zeros(clip_shape, jnp.float32))
+  return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+
+
+def create(name: str, **kwargs) -> ResNeXt3D:
+  """A preset by name (`resnext50`, `resnext101`, `resnext152`, `tiny`)."""
+  if name not in PRESETS:
+    raise ValueError(f'Unknown model preset {name!r}; choose one of {sorted(PRESETS)}.')
+  return PRESETS[name](**kwargs)
