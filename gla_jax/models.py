@@ -82,7 +82,7 @@ class Bottleneck(nn.Module):
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32)
-    mid = self.cardinality * self.planes // 32   # Hara: cardinality * int(planes / 32).
+    mid = self.cardinality * (self.planes // 32)   # Hara: cardinality * int(planes / 32).
     stride3 = (self.strides,) * 3
     y = Conv3D(mid, (1, 1, 1), dtype=self.dtype, name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
@@ -141,7 +141,9 @@ class ResNeXt3D(nn.Module):
                        downsample=b == 0, dtype=self.dtype, name=f'layer{s}_{b}')(x, train)
         x = self.tap(f'layer{s}.{b}', x)
       x = self.tap(f'layer{s}', x)
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))            # [B, 2 * widths[-1]]
+    # The head runs in float32 at least (bfloat16 logits would round class scores).
+    x = jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=(1, 2, 3))
+    # x: [B, 2 * widths[-1]]
     return nn.Dense(self.num_classes, name='fc')(x)
 
 

@@ -1,0 +1,313 @@
+"""Layer-wise gradient-weighted attention, global to local, in one compiled function.
+
+For a batch of clips, `explain` runs the forward pass once, picks the target
+class (the argmax of the logits unless given), and takes the gradient of that
+class score with respect to every selected tapped activation through the
+model's perturbations (`jax.grad`, no second forward pass). Each layer gives a
+map at its own resolution, which is up-sampled to the clip's T x H x W,
+normalised to [0, 1] and aggregated into the global-local attention.
+
+Default per-layer map (`gradcam`): channel weights w_k = mean over (t, h, w) of
+d(score)/dA_k, map = ReLU(sum_k w_k A_k), trilinear up-sampling with
+half-pixel centres (PyTorch's `interpolate(mode='trilinear',
+align_corners=False)`), then min-max normalisation per clip (a constant map
+becomes zeros).
+
+References:
+  Yudistira, Kavitha, Kurita. "Weakly-Supervised Action Localization and Action
+    Recognition using Global-Local Attention of 3D CNN", IJCV 2022.
+  Selvaraju et al. "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", ICCV 2017.
+  Chattopadhay et al. "Grad-CAM++: Improved Visual Explanations for Deep
+    Convolutional Networks", WACV 2018.
+  Jiang et al. "LayerCAM: Exploring Hierarchical Class Activation Maps for
+    Localization", IEEE TIP 2021.
+"""
+import functools
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gla_jax import models
+
+METHODS = ('gradcam', 'gradcam_pp', 'layercam', 'elementwise')
+POOLINGS = ('global', 'time')
+AGGREGATES = ('mean', 'max', 'product', 'sum')
+NORMALIZATIONS = ('minmax', 'tanh')
+LAYER_SETS = ('stages', 'blocks')
+
+_EPS = 1e-7
+
+
+@flax.struct.dataclass
+class Explanation:
+  """What `explain` returns; every map is float32 in [0, 1] at the clip's T x H x W.
+
+  Attributes:
+    attention: [B, T, H, W] the aggregated global-local map.
+    layer_maps: {layer name: [B, T, H, W]} per-layer maps, global (deep) first.
+    logits: [B, num_classes].
+    target: [B] int32, the class explained.
+    has_signal: [B] bool; False where every selected layer's map was constant
+      (e.g. all gradients zero), so `attention` carries no information.
+    layer_names: the selected layers, global (deep) to local (shallow); the
+      order of aggregation weights and of drawings (`layer_maps` is a dict
+      whose order jit does not keep).
+  """
+  attention: jax.Array
+  layer_maps: Dict[str, jax.Array]
+  logits: jax.Array
+  target: jax.Array
+  has_signal: jax.Array
+  layer_names: Tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
+
+
+# ----------------------------------------------------------------------------
+# Per-layer maps (pure functions of activations and gradients).
+# ----------------------------------------------------------------------------
+
+def layer_map(activation: jax.Array, gradient: jax.Array, method: str = 'gradcam',
+              pooling: str = 'global') -> jax.Array:
+  """Class activation map of one layer at its own resolution.
+
+  Args:
+    activation: A, [B, t, h, w, C].
+    gradient: d(score)/dA, same shape.
+    method: `gradcam` (w_k = mean of gradients; ReLU(sum_k w_k A_k)),
+      `gradcam_pp` (Grad-CAM++ weights, exponential-score closed form),
+      `layercam` (ReLU(sum_k ReLU(g_k) * A_k), per position), or
+      `elementwise` (ReLU(sum_k g_k * A_k), per position).
+    pooling: where channel weights are pooled for `gradcam`/`gradcam_pp`:
+      `global` over (t, h, w), `time` over (h, w) per time slice (as
+      mmaction2 and SlowFast do).
+
+  Returns:
+    [B, t, h, w] float32, non-negative.
+  """
+  a = activation.astype(jnp.float32)
+  g = gradient.astype(jnp.float32)
+  axes = (1, 2, 3) if pooling == 'global' else (2, 3)
+  if method == 'gradcam':
+    weights = jnp.mean(g, axis=axes, keepdims=True)               # [B, 1|t, 1, 1, C]
+    cam = jnp.sum(weights * a, axis=-1)
+  elif method == 'gradcam_pp':
+    # alpha = g^2 / (2 g^2 + sum(A) g^3) (Chattopadhay et al., eq. 19), zero where g = 0.
+    g2, g3 = g * g, g * g * g
+    sum_a = jnp.sum(a, axis=axes, keepdims=True)
+    alpha = g2 / (2 * g2 + sum_a * g3 + _EPS)
+    alpha = jnp.where(g != 0, alpha, 0.0)
+    weights = jnp.sum(alpha * jax.nn.relu(g), axis=axes, keepdims=True)
+    cam = jnp.sum(weights * a, axis=-1)
+  elif method == 'layercam':
+    cam = jnp.sum(jax.nn.relu(g) * a, axis=-1)
+  elif method == 'elementwise':
+    cam = jnp.sum(g * a, axis=-1)
+  else:
+    raise ValueError(f'Unknown method {method!r}; choose one of {METHODS}.')
+  return jax.nn.relu(cam)
+
+
+def _interpolation_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """[out, in] weights of 1-D linear interpolation with half-pixel centres.
+
+  Exactly PyTorch's `align_corners=False` rule: src = (dst + 0.5) * in / out - 0.5,
+  clamped at 0, neighbours clamped at the last index.
+  """
+  scale = in_size / out_size
+  src = np.maximum((np.arange(out_size) + 0.5) * scale - 0.5, 0.0)
+  lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+  hi = np.minimum(lo + 1, in_size - 1)
+  frac = src - lo
+  matrix = np.zeros((out_size, in_size), np.float32)
+  np.add.at(matrix, (np.arange(out_size), lo), 1.0 - frac)
+  np.add.at(matrix, (np.arange(out_size), hi), frac)
+  return matrix
+
+
+def upsample(maps: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Trilinear resize of [B, t, h, w] maps to [B, *size] (separable, half-pixel centres)."""
+  mt, mh, mw = (jnp.asarray(_interpolation_matrix(i, o)) for i, o in zip(maps.shape[1:], size))
+  maps = jnp.einsum('bthw,Tt->bThw', maps, mt)
+  maps = jnp.einsum('bThw,Hh->bTHw', maps, mh)
+  return jnp.einsum('bTHw,Ww->bTHW', maps, mw)
+
+
+def minmax(maps: jax.Array) -> jax.Array:
+  """Per-clip min-max normalisation of [B, ...] to [0, 1]; constant clips become 0."""
+  axes = tuple(range(1, maps.ndim))
+  low = jnp.min(maps, axis=axes, keepdims=True)
+  span = jnp.max(maps, axis=axes, keepdims=True) - low
+  scaled = (maps - low) / jnp.where(span > 0, span, 1.0)
+  # XLA may recompute `maps` in the min and in the difference with another
+  # summation order; the clip removes the resulting -1e-9s.
+  return jnp.where(span > 0, jnp.clip(scaled, 0.0, 1.0), 0.0)
+
+
+def normalize(maps: jax.Array, normalization: str = 'minmax', gamma: float = 2.0) -> jax.Array:
+  """`minmax`, or LayerCAM's `tanh` scaling tanh(gamma * m / max m) before min-max.
+
+  References:
+    Jiang et al. 2021 (LayerCAM), section III-C: the tanh scaling lifts the
+    weak but fine-grained maps of shallow layers before fusion.
+  """
+  if normalization == 'tanh':
+    peak = jnp.max(maps, axis=tuple(range(1, maps.ndim)), keepdims=True)
+    maps = jnp.tanh(gamma * maps / jnp.where(peak > 0, peak, 1.0))
+  elif normalization != 'minmax':
+    raise ValueError(f'Unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}.')
+  return minmax(maps)
+
+
+def aggregate_maps(maps: jax.Array, how: str = 'mean',
+                   weights: Optional[Sequence[float]] = None) -> jax.Array:
+  """Fuses normalised layer maps [L, B, T, H, W] into one map [B, T, H, W] in [0, 1].
+
+  `mean` (optionally weighted by `weights`, one per layer), `max` (LayerCAM's
+  fusion), `product` (where all layers agree), `sum`; the result is min-max
+  normalised per clip again so every aggregate spans [0, 1].
+  """
+  if how == 'mean':
+    if weights is None:
+      fused = jnp.mean(maps, axis=0)
+    else:
+      w = jnp.asarray(weights, jnp.float32)
+      fused = jnp.tensordot(w / jnp.sum(w), maps, axes=1)
+  elif how == 'max':
+    fused = jnp.max(maps, axis=0)
+  elif how == 'product':
+    fused = jnp.prod(maps, axis=0)
+  elif how == 'sum':
+    fused = jnp.sum(maps, axis=0)
+  else:
+    raise ValueError(f'Unknown aggregate {how!r}; choose one of {AGGREGATES}.')
+  return minmax(fused)
+
+
+# ----------------------------------------------------------------------------
+# The compiled explanation.
+# ----------------------------------------------------------------------------
+
+def resolve_layers(model: models.ResNeXt3D, layers: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+  """Layer names for `stages`, `blocks` or an explicit list (checked against the taps)."""
+  if isinstance(layers, str):
+    if layers == 'stages':
+      return models.stage_layer_names(model)
+    if layers == 'blocks':
+      return models.block_layer_names(model)
+    layers = (layers,)
+  layers = tuple(layers)
+  unknown = [name for name in layers if name not in models.tap_names(model)]
+  if unknown or not layers:
+    raise ValueError(f'Unknown layers {unknown or layers!r}: use "stages", "blocks" or names '
+                     f'from {models.tap_names(model)}.')
+  return layers
+
+
+def _check_options(method, pooling, aggregate, normalization, layers, weights):
+  for value, choices, what in ((method, METHODS, 'method'), (pooling, POOLINGS, 'pooling'),
+                               (aggregate, AGGREGATES, 'aggregate'),
+                               (normalization, NORMALIZATIONS, 'normalization')):
+    if value not in choices:
+      raise ValueError(f'Unknown {what} {value!r}; choose one of {choices}.')
+  if weights is not None and len(weights) != len(layers):
+    raise ValueError(f'{len(weights)} aggregation weights for {len(layers)} layers {layers}; '
+                     'give one weight per layer.')
+
+
+def tap_gradients(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax.Array,
+                  target: Optional[jax.Array] = None):
+  """One forward and one backward pass: logits, target and every tap's value and gradient.
+
+  The gradient of the target class score (the pre-softmax logit; the argmax
+  class when `target` is None) with respect to each tapped activation is the
+  gradient with respect to the zero perturbation added to it.
+
+  Returns:
+    (logits [B, K], target [B] int32, {tap: activation}, {tap: d score / d activation}).
+  """
+  variables = {k: variables[k] for k in ('params', 'batch_stats')}
+  # Zero perturbations for every tap: flax requires all of them once the
+  # collection is passed; gradients of taps nobody reads are dead code to XLA.
+  shapes = jax.eval_shape(
+      lambda v, x: model.apply(v, x, mutable=['perturbations'])[1], variables, video)
+  perturbations = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['perturbations'])
+
+  def score_fn(perturbations):
+    logits, state = model.apply(
+        {**variables, 'perturbations': perturbations}, video, mutable=['intermediates'])
+    chosen = jnp.argmax(logits, axis=-1) if target is None else target
+    score = jnp.sum(jnp.take_along_axis(logits, chosen[:, None], axis=-1))
+    activations = {name: value[0] for name, value in state['intermediates'].items()}
+    return score, (logits, chosen.astype(jnp.int32), activations)
+
+  grads, (logits, chosen, activations) = jax.grad(score_fn, has_aux=True)(perturbations)
+  return logits, chosen, activations, grads
+
+
+@functools.lru_cache(maxsize=64)
+def make_explainer(model: models.ResNeXt3D, method: str = 'gradcam',
+                   layers: Union[str, Tuple[str, ...]] = 'stages', aggregate: str = 'mean',
+                   pooling: str = 'global', normalization: str = 'minmax',
+                   weights: Optional[Tuple[float, ...]] = None):
+  """The jitted `(variables, video, target) -> Explanation` for one set of options.
+
+  Cached, so repeated calls with the same options and shapes compile once.
+  `target` is a [B] int array or None (the argmax class).
+  """
+  layers = resolve_layers(model, layers)
+  _check_options(method, pooling, aggregate, normalization, layers, weights)
+
+  def explain_fn(variables, video, target):
+    logits, chosen, acts, grads = tap_gradients(model, variables, video, target)
+    size = video.shape[1:4]
+    raw = [upsample(layer_map(acts[name], grads[name], method, pooling), size)
+           for name in layers]
+    has_signal = functools.reduce(
+        jnp.logical_or, [jnp.max(m, axis=(1, 2, 3)) > jnp.min(m, axis=(1, 2, 3)) for m in raw])
+    maps = [normalize(m, normalization) for m in raw]
+    attention = aggregate_maps(jnp.stack(maps), aggregate, weights)
+    return Explanation(attention=attention, layer_maps=dict(zip(layers, maps)),
+                       logits=logits, target=chosen, has_signal=has_signal,
+                       layer_names=layers)
+
+  return jax.jit(explain_fn)
+
+
+def explain(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax.Array,
+            method: str = 'gradcam', layers: Union[str, Sequence[str]] = 'stages',
+            aggregate: str = 'mean', target: Optional[Any] = None, pooling: str = 'global',
+            normalization: str = 'minmax',
+            weights: Optional[Sequence[float]] = None) -> Explanation:
+  """Explains a batch of clips with the global-local attention.
+
+  Args:
+    model: a `models.ResNeXt3D` (any preset, any dtype).
+    variables: `{'params', 'batch_stats'}` (extra collections are ignored).
+    video: [B, T, H, W, 3] float32 clips, normalised as the model expects. A
+      batch sharded over a mesh (`parallel.shard_batch`) is explained data
+      parallel with the same result.
+    method: per-layer map, one of `METHODS` (see `layer_map`).
+    layers: `stages` (conv1, layer1..layer4), `blocks` (conv1 and every block)
+      or a list of tap names (`models.tap_names`).
+    aggregate: `mean` | `max` | `product` | `sum` (see `aggregate_maps`).
+    target: [B] classes to explain; None explains the argmax of the logits.
+    pooling: `global` or per-`time`-slice channel weights.
+    normalization: `minmax` or LayerCAM's `tanh` scaling per layer.
+    weights: optional per-layer weights for `aggregate='mean'`.
+
+  Returns:
+    An `Explanation`.
+  """
+  video = jnp.asarray(video) if not isinstance(video, jax.Array) else video
+  if video.ndim != 5 or video.shape[-1] != 3:
+    raise ValueError(f'Expected clips [B, T, H, W, 3], got shape {video.shape}; add a batch '
+                     'axis with video[None] for a single clip.')
+  if target is not None:
+    target = jnp.asarray(target, jnp.int32).reshape(video.shape[0])
+  layers = layers if isinstance(layers, str) else tuple(layers)
+  weights = None if weights is None else tuple(float(w) for w in weights)
+  fn = make_explainer(model, method, layers, aggregate, pooling, normalization, weights)
+  return fn(variables, video, target)

@@ -1,0 +1,240 @@
+"""Reading and writing video files with OpenCV, with errors that say what to fix.
+
+`cv2.VideoCapture` fails quietly: a missing file, random bytes or an image all
+give a capture that "opens" or reads nothing, without saying why. The reader
+here checks each case first and raises `VideoReadError` naming the file, the
+problem and the fix. Frames are RGB (OpenCV decodes to BGR) uint8 [N, H, W, 3].
+
+Codecs verified on this project's OpenCV build (opencv-python-headless 5.0,
+see tests/test_video_io.py): MJPG/.avi, mp4v/.mp4, XVID/.avi, FFV1/.avi and
+FFV1/.mkv (lossless). H.264 (avc1) has no encoder in that build.
+"""
+import os
+from typing import NamedTuple, Optional
+
+import cv2
+import numpy as np
+
+# Magic numbers of still-image formats that FFmpeg would happily "decode" as a
+# one-frame video; a dataset with an image in place of a video is a bug to report.
+_IMAGE_SIGNATURES = (
+    (b'\xff\xd8\xff', 'JPEG'),
+    (b'\x89PNG\r\n\x1a\n', 'PNG'),
+    (b'BM', 'BMP'),
+    (b'II*\x00', 'TIFF'),
+    (b'MM\x00*', 'TIFF'),
+)
+# A raw Motion-JPEG stream starts with a JPEG marker too, yet it is a video.
+_MJPEG_STREAM_EXTENSIONS = ('.mjpg', '.mjpeg')
+
+
+class VideoReadError(ValueError):
+  """A video file is missing, unreadable, truncated, or not a video."""
+
+
+class VideoWriteError(ValueError):
+  """A video cannot be written (bad frames, codec or container unavailable)."""
+
+
+class VideoInfo(NamedTuple):
+  """What the container header says about a video.
+
+  Attributes:
+    num_frames: frame count from the header (exact for AVI/MP4/MKV written by
+      OpenCV/FFmpeg; an estimate for some streams, -1 when unknown).
+    height: frame height in pixels.
+    width: frame width in pixels.
+    fps: frames per second (0.0 when unknown).
+    fourcc: the codec's four-character code, e.g. 'MJPG'.
+  """
+  num_frames: int
+  height: int
+  width: int
+  fps: float
+  fourcc: str
+
+
+def _image_format(path: str) -> Optional[str]:
+  """The still-image format of `path` from its first bytes, or None."""
+  if path.lower().endswith(_MJPEG_STREAM_EXTENSIONS):
+    return None
+  with open(path, 'rb') as f:
+    head = f.read(16)
+  for signature, name in _IMAGE_SIGNATURES:
+    if head.startswith(signature):
+      return name
+  if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+    return 'WebP'
+  return None
+
+
+def _open(path: str) -> cv2.VideoCapture:
+  """Opens `path` for decoding after ruling out the silent failure modes."""
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise VideoReadError(f'Video file {path!r} does not exist; check the path '
+                         '(the dataset root and the split file entries).')
+  if os.path.isdir(path):
+    raise VideoReadError(f'{path!r} is a directory, not a video file; pass the path '
+                         'of a video inside it.')
+  if os.path.getsize(path) == 0:
+    raise VideoReadError(f'Video file {path!r} is empty (0 bytes); the file was not '
+                         'written completely: re-create or re-download it.')
+  image_format = _image_format(path)
+  if image_format is not None:
+    raise VideoReadError(f'{path!r} is a {image_format} image, not a video; read '
+                         'images with cv2.imread, or point the reader at the video files.')
+  capture = cv2.VideoCapture(path)
+  if not capture.isOpened():
+    capture.release()
+    raise VideoReadError(
+        f'OpenCV cannot open {path!r} as a video: the file is corrupt, truncated '
+        'before its header/index, or uses a container/codec this OpenCV build lacks. '
+        'Check that `ffprobe` reads it, or re-encode it (e.g. to MJPG in .avi).')
+  return capture
+
+
+def _header_frame_count(capture: cv2.VideoCapture) -> int:
+  count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+  # FFmpeg reports INT64_MIN or a negative number when it does not know.
+  return int(count) if 0 < count < 2**31 else -1
+
+
+def video_info(path: str) -> VideoInfo:
+  """Reads the container header of a video without decoding its frames.
+
+  Args:
+    path: video file.
+
+  Returns:
+    A VideoInfo.
+
+  Raises:
+    VideoReadError: for a missing, empty, unopenable or image file.
+  """
+  capture = _open(path)
+  try:
+    code = int(capture.get(cv2.CAP_PROP_FOURCC))
+    fourcc = ''.join(chr((code >> (8 * i)) & 0xFF) for i in range(4)) if code > 0 else ''
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return VideoInfo(
+        num_frames=_header_frame_count(capture),
+        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        fps=float(fps) if fps > 0 else 0.0,
+        fourcc=fourcc)
+  finally:
+    capture.release()
+
+
+def read_video(path: str, max_frames: Optional[int] = None, start: int = 0,
+               strict: bool = True) -> np.ndarray:
+  """Decodes frames [start, start + max_frames) of a video as RGB.
+
+  Decoding is sequential (seeking in OpenCV is not frame-exact for every
+  codec), so frames before `start` are decoded and dropped, and decoding stops
+  after the last requested frame: reading a clip near the start is cheap.
+
+  Args:
+    path: video file.
+    max_frames: most frames to return; None reads to the end.
+    start: index of the first frame to return.
+    strict: raise when fewer frames decode than the container header promises
+      for the requested range (a truncated or corrupt file). Set False to
+      accept what decodes, for streams whose header count is only an estimate.
+
+  Returns:
+    uint8 [N, H, W, 3] RGB, N >= 1.
+
+  Raises:
+    VideoReadError: missing, empty, unopenable, image, truncated file, or no
+      frame decoded in the requested range.
+  """
+  if start < 0:
+    raise ValueError(f'start={start}: must be >= 0.')
+  if max_frames is not None and max_frames < 1:
+    raise ValueError(f'max_frames={max_frames}: must be >= 1 (or None for all frames).')
+  capture = _open(path)
+  try:
+    header_count = _header_frame_count(capture)
+    stop = None if max_frames is None else start + max_frames
+    frames = []
+    index = 0
+    while stop is None or index < stop:
+      if index < start:
+        # grab() decodes without the colour conversion and copy of read().
+        ok = capture.grab()
+      else:
+        ok, frame = capture.read()
+        if ok:
+          frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+      if not ok:
+        break
+      index += 1
+  finally:
+    capture.release()
+  expected = header_count if stop is None else min(stop, header_count)
+  if strict and header_count > 0 and index < expected:
+    raise VideoReadError(
+        f'Video {path!r} is truncated or corrupt: its header promises {header_count} '
+        f'frames but decoding stopped after {index}. Re-create or re-download the file, '
+        'or pass strict=False to use the frames that decode.')
+  if not frames:
+    raise VideoReadError(
+        f'No frame decoded from {path!r} in the range starting at frame {start} '
+        f'(decoded {index} frames in all, header says {header_count}). The file is '
+        'corrupt or the range lies past its end; check start/max_frames and the file.')
+  return np.stack(frames)
+
+
+def write_video(path: str, frames: np.ndarray, fps: float = 25.0,
+                codec: str = 'MJPG') -> None:
+  """Writes RGB frames to a video file (the parent directory is created).
+
+  Args:
+    path: output file; its extension picks the container (.avi, .mp4, .mkv).
+    frames: uint8 [N, H, W, 3] RGB, N >= 1, H and W even (FFmpeg's encoders
+      silently drop an odd last row/column, so odd sizes are refused).
+    fps: frame rate stored in the file.
+    codec: FourCC, e.g. 'MJPG' (with .avi: always available), 'mp4v' (.mp4),
+      'XVID' (.avi), 'FFV1' (.avi/.mkv, lossless).
+
+  Raises:
+    VideoWriteError: bad frames, or the codec/container pair cannot be opened,
+      or nothing was written.
+  """
+  path = os.fspath(path)
+  frames = np.asarray(frames)
+  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+    raise VideoWriteError(
+        f'frames must be uint8 [N, H, W, 3] RGB; got {frames.dtype} {frames.shape}. '
+        'Convert with np.clip(x, 0, 255).astype(np.uint8) and stack the frames.')
+  num_frames, height, width, _ = frames.shape
+  if num_frames < 1:
+    raise VideoWriteError(f'No frames to write to {path!r}; pass at least one frame.')
+  if height % 2 or width % 2:
+    raise VideoWriteError(
+        f'Frame size {width}x{height} (WxH) is odd; the encoders would silently crop '
+        'it to even. Crop or pad the frames to an even width and height.')
+  if len(codec) != 4:
+    raise VideoWriteError(f'codec={codec!r}: a FourCC has exactly 4 characters, e.g. "MJPG".')
+  if fps <= 0:
+    raise VideoWriteError(f'fps={fps}: must be > 0.')
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*codec), float(fps), (width, height))
+  if not writer.isOpened():
+    writer.release()
+    raise VideoWriteError(
+        f'OpenCV cannot write codec {codec!r} into {os.path.splitext(path)[1]!r} '
+        f'({path!r}): this build lacks that encoder or container pair. Use '
+        "codec='MJPG' with a .avi file (always available), 'mp4v' with .mp4 or "
+        "'FFV1' with .avi/.mkv for lossless.")
+  try:
+    for frame in frames:
+      writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+  finally:
+    writer.release()
+  if not os.path.exists(path) or os.path.getsize(path) == 0:
+    raise VideoWriteError(f'OpenCV opened {path!r} for writing but wrote nothing; check '
+                          'free disk space and write permission.')
