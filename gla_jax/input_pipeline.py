@@ -869,3 +869,21 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
     yield from _prefetched(plans(), submit, assemble, int(data_config.prefetch))
   finally:
     runner.close()
+
+
+def center_clip(frames: np.ndarray, data_config: ml_collections.ConfigDict
+                ) -> Tuple[np.ndarray, np.ndarray]:
+  """Evaluation preprocessing of raw frames, for explaining arbitrary videos.
+
+  Args:
+    frames: uint8 [T, H, W, 3] RGB.
+    data_config: `config.data` (crop size, mean, std).
+
+  Returns:
+    (uint8 [T, S, S, 3] the centre square resized to `crop_size`, for drawing;
+     float32 [T, S, S, 3] the same normalised, for the model).
+  """
+  augment = _Augment(data_config)
+  x0, y0, side = corner_crop(frames.shape[1], frames.shape[2], 1.0, 0)
+  crop = crop_resize(frames, x0, y0, side, augment.crop_size)
+  return crop, augment.normalise(crop)
