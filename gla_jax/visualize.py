@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 _LABEL_WIDTH = 72
+_MIN_TILE = 96     # Small clips (the CPU demo's 32 px) are enlarged to stay readable.
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -67,11 +68,20 @@ def panel(frames: np.ndarray, maps: Mapping[str, np.ndarray],
   """
   if frame_indices is None:
     frame_indices = np.unique(np.linspace(0, len(frames) - 1, min(8, len(frames))).astype(int))
-  height = frames.shape[1]
-  rows = [np.concatenate([_label('frames', height), *frames[frame_indices]], axis=1)]
+  factor = max(1, -(-_MIN_TILE // frames.shape[1]))
+
+  def enlarge(images, interpolation):
+    if factor == 1:
+      return list(images)
+    return [cv2.resize(image, None, fx=factor, fy=factor, interpolation=interpolation)
+            for image in images]
+
+  shown = np.stack(enlarge(frames[frame_indices], cv2.INTER_NEAREST))
+  height = shown.shape[1]
+  rows = [np.concatenate([_label('frames', height), *shown], axis=1)]
   for name, attention in maps.items():
-    tiles = overlay(frames[frame_indices], np.asarray(attention)[frame_indices], alpha)
-    rows.append(np.concatenate([_label(name, height), *tiles], axis=1))
+    heat = np.stack(enlarge(np.asarray(attention, np.float32)[frame_indices], cv2.INTER_LINEAR))
+    rows.append(np.concatenate([_label(name, height), *overlay(shown, heat, alpha)], axis=1))
   image = np.concatenate(rows, axis=0)
   if title:
     banner = np.full((18, image.shape[1], 3), 255, np.uint8)

@@ -1,0 +1,57 @@
+"""The command line: convert a published-layout checkpoint, then explain a video file."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gla_jax import synthetic, video_io
+
+torch_resnext = pytest.importorskip('torch_resnext')
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--config=configs/common.py', '--config.model.preset=tiny',
+        '--config.model.num_classes=8', '--config.data.crop_size=32',
+        '--config.data.num_frames=8', '--config.explain.batch_size=2']
+
+
+def _main(*args):
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_convert_then_explain_a_video_file(tmp_path):
+  net = torch_resnext.create('tiny', num_classes=8)
+  torch_resnext.randomize_(net, seed=1)
+  torch_resnext.save_published_checkpoint(net, tmp_path / 'tiny.pth', arch='resnext-tiny')
+  # 21 frames of 48 x 64: not a multiple of the clip length, not square.
+  clip = synthetic.generate_video(synthetic.SyntheticConfig(height=48, width=64), 0, num_frames=21)
+  video_io.write_video(str(tmp_path / 'walk.avi'), clip.video)
+  workdir = str(tmp_path / 'work')
+
+  done = _main(*TINY, f'--workdir={workdir}', '--mode=convert',
+               f'--torch_checkpoint={tmp_path / "tiny.pth"}')
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert os.path.isdir(os.path.join(workdir, 'converted'))
+
+  done = _main(*TINY, f'--workdir={workdir}', '--mode=explain', f'--video={tmp_path / "walk.avi"}')
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = os.path.join(workdir, 'explain', 'walk')
+  attention = np.load(os.path.join(out, 'attention.npy'))
+  assert attention.shape == (21, 32, 32)
+  assert 0 <= attention.min() and attention.max() <= 1
+  assert np.load(os.path.join(out, 'layers', 'layer2.npy')).shape == (21, 32, 32)
+  info = json.load(open(os.path.join(out, 'clips.json')))
+  assert [c['start_frame'] for c in info['clips']] == [0, 8, 16]
+  assert os.path.getsize(os.path.join(out, 'panel_0.png')) > 1000
+
+
+def test_missing_arguments_are_usage_errors(tmp_path):
+  done = _main(*TINY, f'--workdir={tmp_path}', '--mode=explain')
+  assert done.returncode != 0 and '--video' in done.stderr
+  done = _main(*TINY, f'--workdir={tmp_path}', '--mode=explain', f'--video={tmp_path}/none.avi')
+  assert done.returncode != 0 and 'No weights' in done.stderr
+  done = _main(*TINY, f'--workdir={tmp_path}', '--config.train.learning_rat=1')
+  assert done.returncode != 0 and 'learning_rat' in done.stderr
