@@ -420,10 +420,16 @@ def torch_to_flax(state: Mapping[str, Any], model: models.ResNeXt3D, drop_head: 
     `{'params', 'batch_stats'}` of float32 numpy arrays, in the tree structure
     of `models.init_variables(model, ...)`.
 
+  A gated model (`model.gated`) takes the backbone from the checkpoint and
+  initialises its gates and gated classifiers fresh from `rng`; with
+  `gate_head='average'` the checkpoint's `fc` is kept (unless `drop_head`).
+
   Raises:
     CheckpointMismatchError: missing, unexpected or mis-shaped keys; the
       message lists them and what they suggest.
   """
+  if model.gated:
+    return _torch_to_gated(state, model, drop_head, rng)
   state = {_strip_prefix(key): value for key, value in state.items()
            if not key.endswith('num_batches_tracked')}
   abstract = abstract_variables(model)
@@ -446,6 +452,26 @@ def torch_to_flax(state: Mapping[str, Any], model: models.ResNeXt3D, drop_head: 
     head = nn.Dense(model.num_classes).init(rng, jnp.zeros((1, in_features)))
     for leaf_name, value in head['params'].items():
       flat[('params', 'fc', leaf_name)] = np.asarray(value, np.float32)
+  variables = traverse_util.unflatten_dict(flat)
+  return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+
+
+def _torch_to_gated(state: Mapping[str, Any], model: models.ResNeXt3D, drop_head: bool,
+                    rng: Union[jax.Array, int]) -> Dict[str, Any]:
+  """`torch_to_flax` for a gated model: converted backbone, fresh gates and gated head."""
+  if isinstance(rng, (int, np.integer)):
+    rng = jax.random.key(rng)
+  keeps_fc = model.gate_head == 'average' and not drop_head
+  backbone = torch_to_flax(state, model.clone(gated=False), drop_head=not keeps_fc, rng=rng)
+  # Parameter shapes do not depend on the clip size: a 1x1x1 clip initialises
+  # the gates for almost no compute.
+  fresh = jax.jit(functools.partial(model.init, train=False))(
+      rng, jnp.zeros((1, 1, 1, 1, 3), jnp.float32))
+  flat = {path: np.asarray(leaf, np.float32) for path, leaf in _flat_paths(
+      {'params': fresh['params'], 'batch_stats': fresh['batch_stats']}).items()}
+  for path, value in _flat_paths(backbone).items():
+    if path in flat and (keeps_fc or path[1] != 'fc'):
+      flat[path] = value
   variables = traverse_util.unflatten_dict(flat)
   return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
 

@@ -53,6 +53,9 @@ class Explanation:
     target: [B] int32, the class explained.
     has_signal: [B] bool; False where every selected layer's map was constant
       (e.g. all gradients zero), so `attention` carries no information.
+    gate_maps: {stage: [B, T, H, W]} the attention gates' own maps for a gated
+      model (`models.ResNeXt3D(gated=True)`), up-sampled and min-max
+      normalised like the CAMs; they need no backward pass. Empty otherwise.
     layer_names: the selected layers, global (deep) to local (shallow); the
       order of aggregation weights and of drawings (`layer_maps` is a dict
       whose order jit does not keep).
@@ -62,6 +65,7 @@ class Explanation:
   logits: jax.Array
   target: jax.Array
   has_signal: jax.Array
+  gate_maps: Dict[str, jax.Array] = flax.struct.field(default_factory=dict)
   layer_names: Tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
 
@@ -227,6 +231,8 @@ def tap_gradients(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax
 
   Returns:
     (logits [B, K], target [B] int32, {tap: activation}, {tap: d score / d activation}).
+    A gated model's gate maps are among the activations, as `gate_<stage>`
+    ([B, t, h, w], no gradient).
   """
   variables = {k: variables[k] for k in ('params', 'batch_stats')}
   # Zero perturbations for every tap: flax requires all of them once the
@@ -240,7 +246,9 @@ def tap_gradients(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax
         {**variables, 'perturbations': perturbations}, video, mutable=['intermediates'])
     chosen = jnp.argmax(logits, axis=-1) if target is None else target
     score = jnp.sum(jnp.take_along_axis(logits, chosen[:, None], axis=-1))
-    activations = {name: value[0] for name, value in state['intermediates'].items()}
+    # Taps sow a tuple; a gate sows its map inside its own scope.
+    activations = {name: value[0] if isinstance(value, tuple) else value['attention'][0]
+                   for name, value in state['intermediates'].items()}
     return score, (logits, chosen.astype(jnp.int32), activations)
 
   grads, (logits, chosen, activations) = jax.grad(score_fn, has_aux=True)(perturbations)
@@ -269,9 +277,11 @@ def make_explainer(model: models.ResNeXt3D, method: str = 'gradcam',
         jnp.logical_or, [jnp.max(m, axis=(1, 2, 3)) > jnp.min(m, axis=(1, 2, 3)) for m in raw])
     maps = [normalize(m, normalization) for m in raw]
     attention = aggregate_maps(jnp.stack(maps), aggregate, weights)
+    gate_maps = {name[len('gate_'):]: minmax(upsample(value, size))
+                 for name, value in acts.items() if name.startswith('gate_')}
     return Explanation(attention=attention, layer_maps=dict(zip(layers, maps)),
                        logits=logits, target=chosen, has_signal=has_signal,
-                       layer_names=layers)
+                       gate_maps=gate_maps, layer_names=layers)
 
   return jax.jit(explain_fn)
 

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from gla_jax import conv
+from gla_jax import gating
 
 Dtype = Any
 
@@ -109,6 +110,14 @@ class ResNeXt3D(nn.Module):
     stem_width: channels of conv1.
     dtype: compute dtype (bfloat16 on accelerators); parameters and BatchNorm
       statistics stay float32, logits are float32.
+    gated: attention gates on `gate_stages` and a classifier over the gated
+      vectors and the global feature (see `gating`); the backbone is unchanged,
+      so published weights load into it.
+    gate_stages: the gated stages.
+    gate_normalization: `softmax` | `sigmoid` over (t, h, w).
+    gate_head: `concat` (one classifier over all gated vectors and g) or
+      `average` (a classifier per stage plus `fc` on g, logits averaged).
+    gate_features: width of the gates' compatibility space.
   """
   stage_sizes: Sequence[int]
   num_classes: int = 400
@@ -116,6 +125,11 @@ class ResNeXt3D(nn.Module):
   widths: Sequence[int] = (128, 256, 512, 1024)
   stem_width: int = 64
   dtype: Dtype = jnp.float32
+  gated: bool = False
+  gate_stages: Sequence[str] = STAGE_NAMES
+  gate_normalization: str = 'softmax'
+  gate_head: str = 'concat'
+  gate_features: int = 256
 
   def tap(self, name: str, x):
     """Makes `x` explainable under `name` (see the module docstring)."""
@@ -134,17 +148,36 @@ class ResNeXt3D(nn.Module):
                      name='stem_bn')(x)
     x = self.tap('conv1', nn.relu(x))
     x = nn.max_pool(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3)        # [B, T/2, H/4, W/4, 64]
+    stage_outputs = {}
     for s, (blocks, planes, stride) in enumerate(
         zip(self.stage_sizes, self.widths, STAGE_STRIDES), start=1):
       for b in range(blocks):
         x = Bottleneck(planes, self.cardinality, stride if b == 0 else 1,
                        downsample=b == 0, dtype=self.dtype, name=f'layer{s}_{b}')(x, train)
         x = self.tap(f'layer{s}.{b}', x)
-      x = self.tap(f'layer{s}', x)
+      x = stage_outputs[f'layer{s}'] = self.tap(f'layer{s}', x)
     # The head runs in float32 at least (bfloat16 logits would round class scores).
-    x = jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=(1, 2, 3))
-    # x: [B, 2 * widths[-1]]
-    return nn.Dense(self.num_classes, name='fc')(x)
+    g = jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=(1, 2, 3))
+    # g: [B, 2 * widths[-1]], the global feature.
+    if not self.gated:
+      return nn.Dense(self.num_classes, name='fc')(g)
+    return self._gated_head(stage_outputs, g)
+
+  def _gated_head(self, stage_outputs, g):
+    unknown = set(self.gate_stages) - set(stage_outputs)
+    if unknown or not self.gate_stages:
+      raise ValueError(f'gate_stages={tuple(self.gate_stages)}: choose a non-empty subset of '
+                       f'{tuple(stage_outputs)}.')
+    if self.gate_head not in gating.HEADS:
+      raise ValueError(f'Unknown gate_head {self.gate_head!r}; choose one of {gating.HEADS}.')
+    pooled = [gating.AttentionGate(self.gate_features, self.gate_normalization, self.dtype,
+                                   name=f'gate_{stage}')(stage_outputs[stage], g)[0]
+              for stage in self.gate_stages]
+    if self.gate_head == 'concat':
+      return nn.Dense(self.num_classes, name='gated_fc')(jnp.concatenate([*pooled, g], axis=-1))
+    logits = [nn.Dense(self.num_classes, name=f'gated_fc_{stage}')(v)
+              for stage, v in zip(self.gate_stages, pooled)]
+    return jnp.mean(jnp.stack([*logits, nn.Dense(self.num_classes, name='fc')(g)]), axis=0)
 
 
 ResNeXt3D50 = functools.partial(ResNeXt3D, stage_sizes=(3, 4, 6, 3))

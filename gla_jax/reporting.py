@@ -1,0 +1,289 @@
+"""What a run shows and leaves behind: progress bar, metrics.jsonl, curves.png, TensorBoard.
+
+  progress bar        tqdm on stderr: steps/s (tqdm's rate), clips/s, ETA, the
+                      latest loss; one for training, one per evaluation.
+  metrics.jsonl       one JSON object per line: {"step": s, "time": unix time,
+                      "train/loss": ..., "eval/video_accuracy": ...}; training
+                      and evaluation write separate lines. A resumed run first
+                      drops the lines after its checkpoint's step, which the
+                      interrupted run logged but the resumed one redoes.
+  curves.png          at the end: loss, accuracy and learning rate against step,
+                      from the whole metrics.jsonl (drawn with OpenCV, which the
+                      input pipeline needs anyway, so no plotting dependency).
+  tensorboard/        event files with the same scalars, when `tensorboardX`
+                      (or TensorFlow with TensorBoard) is importable; skipped
+                      silently otherwise.
+
+Only process 0 writes (`enabled=False` elsewhere).
+"""
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from absl import logging
+import cv2
+import numpy as np
+import tqdm
+
+METRICS_FILE = 'metrics.jsonl'
+CURVES_FILE = 'curves.png'
+TENSORBOARD_DIR = 'tensorboard'
+
+# (panel title, [(metrics key, legend)]) of curves.png.
+CURVE_PANELS = (
+    ('loss', (('train/loss', 'train'), ('eval/loss', 'eval'))),
+    ('accuracy', (('train/accuracy', 'train (batch)'), ('eval/clip_accuracy', 'eval clip'),
+                  ('eval/video_accuracy', 'eval video'))),
+    ('learning rate', (('train/learning_rate', 'lr'),)),
+)
+# BGR colours of the curves of a panel, in order.
+_COLOURS = ((180, 119, 31), (14, 127, 255), (44, 160, 44))
+_PANEL_SIZE = (360, 270)    # width, height in pixels
+
+
+def progress(total: int, desc: str, clips_per_item: int = 0, initial: int = 0,
+             enabled: bool = True, unit: str = 'batch') -> tqdm.tqdm:
+  """A tqdm bar on stderr; `clips_per_item` adds clips/s to it.
+
+  tqdm's own rate is items per second and its ETA uses `total`; the clip rate
+  is that rate times `clips_per_item`, set as the postfix on every refresh.
+  """
+  return _ClipBar(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
+                  file=sys.stderr, dynamic_ncols=True, clips_per_item=clips_per_item,
+                  # Fewer refreshes when stderr is a log file, not a terminal.
+                  mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+
+class _ClipBar(tqdm.tqdm):
+  """tqdm with a clips/s field."""
+
+  def __init__(self, *args, clips_per_item: int = 0, **kwargs):
+    self._clips_per_item = clips_per_item
+    self._extra: Dict[str, str] = {}
+    super().__init__(*args, **kwargs)
+
+  def set_extra(self, **fields: str) -> None:
+    self._extra.update(fields)
+
+  @property
+  def format_dict(self):
+    info = super().format_dict
+    fields = dict(self._extra)
+    rate = info.get('rate')
+    if rate is None and info.get('elapsed') and info.get('n', 0) > info.get('initial', 0):
+      rate = (info['n'] - info['initial']) / info['elapsed']
+    if self._clips_per_item and rate:
+      fields['clips/s'] = f'{rate * self._clips_per_item:.1f}'
+    if fields:
+      info['postfix'] = ', '.join(f'{k}={v}' for k, v in fields.items())
+    return info
+
+
+class _TensorBoard:
+  """Scalars to TensorBoard event files through whichever writer is installed."""
+
+  def __init__(self, logdir: str):
+    self._writer, self._kind = None, None
+    if importlib.util.find_spec('tensorboardX') is not None:
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._writer, self._kind = tensorboardX.SummaryWriter(logdir), 'tensorboardX'
+    elif (importlib.util.find_spec('tensorflow') is not None
+          and importlib.util.find_spec('tensorboard') is not None):
+      # Checked before importing: TensorFlow takes seconds to import, and its
+      # tf.summary.scalar needs the tensorboard package.
+      from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
+      self._writer, self._kind = tensorboard.SummaryWriter(logdir), 'flax'
+
+  @property
+  def active(self) -> bool:
+    return self._writer is not None
+
+  def scalars(self, step: int, values: Dict[str, float]) -> None:
+    for tag, value in values.items():
+      if self._kind == 'tensorboardX':
+        self._writer.add_scalar(tag, value, step)
+      elif self._kind == 'flax':
+        self._writer.scalar(tag, value, step)
+    if self._writer is not None:
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+
+class Reporter:
+  """Training-side reporting: the progress bar, metrics.jsonl, TensorBoard, curves.png.
+
+  Args:
+    workdir: where the files go.
+    total_steps: the run's last step (the bar's total).
+    start_step: the step the run (re)starts from; lines of metrics.jsonl after
+      it are dropped.
+    clips_per_step: the global batch size, for clips/s.
+    tensorboard: write TensorBoard events if a writer is importable.
+    enabled: False on processes other than 0: nothing is shown or written.
+  """
+
+  def __init__(self, workdir: str, total_steps: int, start_step: int = 0,
+               clips_per_step: int = 0, tensorboard: bool = True, enabled: bool = True):
+    self.workdir, self.enabled = workdir, enabled
+    self.metrics_path = os.path.join(workdir, METRICS_FILE)
+    self._tensorboard = None
+    self._bar = progress(total_steps, 'train', clips_per_step, initial=start_step,
+                         enabled=enabled, unit='step')
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    _truncate_after(self.metrics_path, start_step)
+    if tensorboard:
+      self._tensorboard = _TensorBoard(os.path.join(workdir, TENSORBOARD_DIR))
+
+  def tick(self, step: int) -> None:
+    """Advances the bar to `step` (called after every step)."""
+    self._bar.update(step - self._bar.n)
+
+  def write(self, step: int, metrics: Dict[str, float]) -> None:
+    """Appends `metrics` of `step` to metrics.jsonl and TensorBoard; shows them."""
+    if not self.enabled:
+      return
+    values = {key: float(value) for key, value in metrics.items()}
+    with open(self.metrics_path, 'a') as f:
+      f.write(json.dumps({'step': int(step), 'time': time.time(), **values}) + '\n')
+    if self._tensorboard is not None:
+      self._tensorboard.scalars(step, values)
+    shown = {key.split('/')[-1]: f'{value:.4g}' for key, value in values.items()
+             if key in ('train/loss', 'train/accuracy', 'eval/clip_accuracy',
+                        'eval/video_accuracy')}
+    self._bar.set_extra(**shown)
+    self._bar.refresh()
+    logging.info('step %d: %s', step, ', '.join(f'{k} {v:.5g}' for k, v in values.items()))
+
+  def close(self) -> None:
+    """Closes the bar and TensorBoard, then draws curves.png from metrics.jsonl."""
+    self._bar.close()
+    if not self.enabled:
+      return
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+    records = read_metrics(self.workdir)
+    if records:
+      try:
+        write_curves(records, os.path.join(self.workdir, CURVES_FILE))
+      except (cv2.error, OSError, ValueError) as e:   # A picture is not worth a failed run.
+        logging.warning('Could not draw %s: %s', CURVES_FILE, e)
+
+
+def read_metrics(workdir: str) -> List[Dict[str, Any]]:
+  """The records of `<workdir>/metrics.jsonl` (empty if none)."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.isfile(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          # A run killed mid-write leaves a partial last line.
+          logging.warning('Skipping an unreadable line of %s.', path)
+  return records
+
+
+def _truncate_after(path: str, step: int) -> None:
+  """Drops the lines of metrics.jsonl logged after `step` (a resumed run redoes them)."""
+  records = read_metrics(os.path.dirname(path))
+  if not any(record.get('step', 0) > step for record in records):
+    return
+  with open(path + '.tmp', 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records if r.get('step', 0) <= step)
+  os.replace(path + '.tmp', path)
+
+
+# ------------------------------------------------------------------------------
+# curves.png
+# ------------------------------------------------------------------------------
+
+
+def _series(records: Sequence[Dict[str, Any]], key: str) -> Tuple[np.ndarray, np.ndarray]:
+  points = [(r['step'], r[key]) for r in records if key in r and math.isfinite(r[key])]
+  if not points:
+    return np.zeros(0), np.zeros(0)
+  steps, values = np.array(points, np.float64).T
+  return steps, values
+
+
+def _tick_label(value: float) -> str:
+  return f'{value:.3g}' if abs(value) < 1e4 else f'{value:.2e}'
+
+
+def _draw_panel(title: str, curves: Sequence[Tuple[str, np.ndarray, np.ndarray]],
+                step_range: Tuple[float, float]) -> np.ndarray:
+  """One panel: axes, min/max labels, the curves and their legend; BGR uint8."""
+  width, height = _PANEL_SIZE
+  image = np.full((height, width, 3), 255, np.uint8)
+  left, right, top, bottom = 56, width - 12, 28, height - 28
+  font, black, grey = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0), (200, 200, 200)
+  cv2.putText(image, title, (left, 18), font, 0.5, black, 1, cv2.LINE_AA)
+  cv2.rectangle(image, (left, top), (right, bottom), black, 1)
+  values = np.concatenate([v for _, _, v in curves]) if curves else np.zeros(0)
+  if not values.size:
+    cv2.putText(image, 'no data', (left + 10, (top + bottom) // 2), font, 0.45, grey, 1,
+                cv2.LINE_AA)
+    return image
+  low, high = float(values.min()), float(values.max())
+  if high - low < 1e-12:
+    low, high = low - 0.5 * (abs(low) or 1.0), high + 0.5 * (abs(high) or 1.0)
+  x0, x1 = step_range
+  x1 = x1 if x1 > x0 else x0 + 1
+
+  def to_pixels(steps, ys):
+    px = left + (steps - x0) / (x1 - x0) * (right - left)
+    py = bottom - (ys - low) / (high - low) * (bottom - top)
+    return np.stack([px, py], axis=1).round().astype(np.int32)
+
+  for fraction in (0.25, 0.5, 0.75):    # Light horizontal grid.
+    y = int(round(bottom - fraction * (bottom - top)))
+    cv2.line(image, (left + 1, y), (right - 1, y), (235, 235, 235), 1)
+  for value, y in ((high, top), (low, bottom)):
+    cv2.putText(image, _tick_label(value), (2, y + 4), font, 0.35, black, 1, cv2.LINE_AA)
+  for value, x, anchor in ((x0, left, 0), (x1, right, 1)):
+    text = str(int(value))
+    shift = cv2.getTextSize(text, font, 0.35, 1)[0][0] * anchor
+    cv2.putText(image, text, (x - shift, bottom + 14), font, 0.35, black, 1, cv2.LINE_AA)
+  cv2.putText(image, 'step', ((left + right) // 2 - 12, bottom + 14), font, 0.35, black, 1,
+              cv2.LINE_AA)
+  for i, (label, steps, ys) in enumerate(curves):
+    colour = _COLOURS[i % len(_COLOURS)]
+    points = to_pixels(steps, ys)
+    if len(points) == 1:
+      cv2.circle(image, tuple(int(p) for p in points[0]), 3, colour, -1, cv2.LINE_AA)
+    else:
+      cv2.polylines(image, [points], False, colour, 2, cv2.LINE_AA)
+    y = top + 14 + 14 * i
+    cv2.line(image, (right - 110, y - 4), (right - 92, y - 4), colour, 2)
+    cv2.putText(image, label, (right - 88, y), font, 0.35, black, 1, cv2.LINE_AA)
+  return image
+
+
+def write_curves(records: Sequence[Dict[str, Any]], path: str) -> str:
+  """Draws the training curves of `records` (metrics.jsonl lines) into a PNG at `path`."""
+  steps = [r['step'] for r in records if 'step' in r]
+  step_range = (float(min(steps, default=0)), float(max(steps, default=1)))
+  panels = []
+  for title, keys in CURVE_PANELS:
+    curves = []
+    for key, label in keys:
+      xs, ys = _series(records, key)
+      if xs.size:
+        curves.append((label, xs, ys))
+    panels.append(_draw_panel(title, curves, step_range))
+  if not cv2.imwrite(path, np.concatenate(panels, axis=1)):
+    raise OSError(f'cv2 could not write {path!r}.')
+  return path
