@@ -4,14 +4,23 @@ r"""gla_jax command line: one library call per mode.
   python main.py --config=configs/ucf101.py --workdir=runs/ucf101 --mode=convert \
       --torch_checkpoint=resnext-101-kinetics.pth
   python main.py --config=configs/demo.py --workdir=runs/demo --mode=explain --video=clip.avi
+  python main.py --config=configs/demo.py --workdir=runs/demo --mode=localize --video=clip.avi
+  python main.py --config=configs/demo.py --workdir=runs/demo --mode=loc_eval
 
 Modes:
-  all      the main job: train, evaluate, explain validation clips, write pictures;
-  train    train and evaluate (resumes from the workdir's latest checkpoint);
-  eval     evaluate the workdir's weights on the evaluation split;
-  convert  convert a published PyTorch checkpoint into <workdir>/converted;
-  explain  explain the video file given by --video.
+  all       the main job: train, evaluate, explain validation clips, write pictures;
+  train     train and evaluate (resumes from the workdir's latest checkpoint);
+  eval      evaluate the workdir's weights on the evaluation split;
+  convert   convert a published PyTorch checkpoint into <workdir>/converted;
+  explain   explain the video file given by --video: maps and panels in
+            <workdir>/explain/<name>/;
+  localize  explain and localize it: also boxes and segments (localization.json)
+            and the overlay video, in <workdir>/localize/<name>/;
+  loc_eval  compare the attention methods' localization on evaluation clips with
+            ground truth: <workdir>/loc_eval/comparison.md and .json, pictures.
 """
+import logging as std_logging
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -20,18 +29,27 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and pictures go.')
-flags.DEFINE_enum('mode', 'all', ['all', 'train', 'eval', 'convert', 'explain'], 'What to run.')
-flags.DEFINE_string('video', None, 'Video file for --mode=explain.')
+flags.DEFINE_enum('mode', 'all', ['all', 'train', 'eval', 'convert', 'explain', 'localize',
+                                  'loc_eval'], 'What to run.')
+flags.DEFINE_string('video', None, 'Video file for --mode=explain and --mode=localize.')
 flags.DEFINE_string('torch_checkpoint', None, 'PyTorch .pth file for --mode=convert.')
 flags.DEFINE_bool('drop_head', False, 'Convert without the classifier (fine-tuning to new classes).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+class _QuietCheckpointing(std_logging.Filter):
+  """Drops orbax's INFO lines (several per checkpoint); its warnings and errors pass."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietCheckpointing())
   # Imported here so that `--help` and flag errors answer without loading JAX.
-  from gla_jax import convert, inference
+  from gla_jax import convert, inference, loc_eval
 
   config, workdir = FLAGS.config, FLAGS.workdir
   if FLAGS.mode == 'convert':
@@ -42,10 +60,16 @@ def main(argv):
                                drop_head=FLAGS.drop_head)
     logging.info('Converted %s into %s', FLAGS.torch_checkpoint, directory)
     print(f'Converted weights: {directory}')
-  elif FLAGS.mode == 'explain':
+  elif FLAGS.mode in ('explain', 'localize'):
     if not FLAGS.video:
-      raise app.UsageError('--mode=explain needs --video=PATH')
-    print(f'Explanations: {inference.explain_video_file(config, workdir, FLAGS.video)}')
+      raise app.UsageError(f'--mode={FLAGS.mode} needs --video=PATH')
+    with_localization = FLAGS.mode == 'localize'
+    out_dir = inference.explain_video_file(config, workdir, FLAGS.video,
+                                           with_localization=with_localization)
+    print(f'{"Localization" if with_localization else "Explanations"}: {out_dir}')
+  elif FLAGS.mode == 'loc_eval':
+    result = loc_eval.run(config, workdir)
+    print(f'Localization comparison: {result["files"]["markdown"]}')
   else:
     from gla_jax import jobs
     {'train': jobs.train, 'eval': jobs.evaluate, 'all': jobs.main_job}[FLAGS.mode](config, workdir)

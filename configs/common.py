@@ -1,13 +1,14 @@
 """The keys every config has, with their defaults; the other configs override them.
 
 Sections: `model`, `data` (see `gla_jax.input_pipeline.default_data_config`),
-`train`, `eval`, `explain`. Durations are in steps. Every config is locked, so a
+`train`, `eval`, `explain`, `localize`. Durations are in steps. Every config is locked, so a
 misspelt override (`--config.train.learning_rat=0.1`) fails instead of being
 silently added.
 """
 import ml_collections
 
 from gla_jax import input_pipeline
+from gla_jax import loc_metrics
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -34,13 +35,19 @@ def get_config() -> ml_collections.ConfigDict:
       drop_head=False,         # re-initialise the classifier (new class count)
       freeze_until='',         # '' | conv1 | layer1 .. layer4: train only what follows (Hara's ft_begin_index)
       log_every=50,
-      eval_every=1000,
-      checkpoint_every=1000,
-      keep_checkpoints=3,
+      eval_every=1000,         # 0 = only at the end
+      checkpoint_every=1000,   # 0 = only at the end (and at every evaluation)
+      keep_checkpoints=3,      # the latest N are kept, and the best by best_metric besides
+      best_metric='video_accuracy',  # clip_accuracy | clip_top5 | video_accuracy | video_top5
+      tensorboard=True,        # TensorBoard events when tensorboardX (or TF + tensorboard) imports
+      max_nonfinite_steps=10,  # consecutive steps with a NaN/inf loss or gradient (each one skipped,
+                               # not applied) after which the run stops; see gla_jax.train
   ))
   config.eval = ml_collections.ConfigDict(dict(
       batch_size=32,
       max_batches=0,           # 0 = the whole evaluation split
+      split='eval',            # data split: eval | train; results go to <workdir>/eval_<split>.json
+      checkpoint='latest',     # which training checkpoint --mode=eval reads: latest | best
   ))
   config.explain = ml_collections.ConfigDict(dict(
       method='gradcam',        # gradcam | gradcam_pp | layercam | elementwise
@@ -50,6 +57,30 @@ def get_config() -> ml_collections.ConfigDict:
       normalization='minmax',  # minmax | tanh
       batch_size=8,
       max_clips=16,            # validation clips explained by the main job
+  ))
+  # Boxes and segments from the attention (gla_jax.localize), long videos
+  # (--mode=explain/localize) and the evaluation against ground truth (--mode=loc_eval).
+  config.localize = ml_collections.ConfigDict(dict(
+      threshold=0.5,           # box: pixels >= threshold * max (Grad-CAM used 0.15, CAM 0.2)
+      relative_to='frame',     # frame | clip: the max the threshold is a fraction of
+      policy='largest',        # largest | all: box of the largest contour or of all of them
+      temporal_threshold=0.5,  # segment: frames whose attention mass >= this * the peak frame's
+      min_segment_frames=1,    # shorter segments are dropped (raise for flickering long videos)
+      max_gap_frames=0,        # segments at most this many frames apart are merged
+      clip_stride=0,           # sliding clips on long videos: frames between starts, 0 = num_frames // 2
+      thresholds=loc_metrics.DEFAULT_THRESHOLDS,  # box thresholds swept by --mode=loc_eval
+      held_out_fraction=0.5,   # clips that choose each method's threshold; the rest are reported
+      iou_threshold=0.5,       # a box is correct at IoU >= this
+      pointing_tolerance=0.0,  # pointing game: px between the peak and the box (0 = inside)
+      deletion_steps=20,       # deletion/insertion curve steps (RISE); 0 skips both AUCs
+      curve_clips=16,          # evaluation clips the curves are computed on (they cost a forward
+                               # pass per step, method and clip); 0 = all of them
+      max_clips=64,            # evaluation clips of --mode=loc_eval (0 = the whole split)
+      batch_size=8,            # clips per call in --mode=loc_eval (explanations, curve steps)
+      seed=0,                  # which clips are held out
+      num_pictures=2,          # loc_eval: example panels with ground-truth and predicted boxes
+      write_gif=False,         # explain/localize: overlay.gif besides overlay.mp4 (Pillow)
+      video_codec='mp4v',      # FourCC of overlay.mp4
   ))
   config.num_devices = 0       # 0 = every visible device
   config.distributed = False   # call jax.distributed.initialize() (multi-host)

@@ -19,8 +19,15 @@ Training checkpoints (`TrainCheckpointManager`) live in
 The last `keep` steps are kept, and also the best one by a validation metric
 (Orbax preservation policies), so a long run keeps its best weights after
 they fall out of the last `keep`. Saves are asynchronous (training continues
-while the arrays are written); a step directory appears only once complete,
-so an interrupted save never shadows the previous checkpoint.
+while the arrays are written).
+
+Interrupted saves: Orbax writes a step into `<step>.orbax-checkpoint-tmp-<n>`
+and renames it to `<step>` once every item is on disk, so a process killed at
+any moment (SIGKILL during a save included) leaves either the complete step or
+a temporary directory. `all_steps`, `latest_step` and
+`has_training_checkpoints` only see complete steps, and a manager opened for
+writing deletes the temporary directories (tests/test_reliability.py kills a
+training run inside a save and resumes it).
 """
 import json
 import os
@@ -162,7 +169,9 @@ class TrainCheckpointManager:
             policies.LatestN(keep),
             policies.BestN(get_metric_fn=rank, reverse=False, n=1,
                            keep_checkpoints_without_metrics=False)]),
-        create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only)
+        create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
+        # Orbax warns when read_only overrides a save interval: give none.
+        save_interval_steps=0 if read_only else 1)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=_item_handlers())
 
@@ -217,6 +226,13 @@ class TrainCheckpointManager:
         _METADATA: ocp.args.JsonRestore()}))
     return restored[_STATE], restored[_METADATA]
 
+  def metadata(self, step: Optional[int] = None) -> Dict[str, Any]:
+    """The JSON metadata of `step` (default: the latest), without reading the state."""
+    step = self._step(step)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        **{_METADATA: ocp.args.JsonRestore()}))
+    return restored[_METADATA]
+
   def restore_variables(self, step: Optional[int] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """`{'params', 'batch_stats'}` of `step` as numpy arrays, without the optimizer state.
 
@@ -268,7 +284,11 @@ def _checkpoints_dir(path) -> str:
 
 
 def has_training_checkpoints(path) -> bool:
-  """Whether `path` (a workdir or its checkpoints/ directory) holds a training checkpoint."""
+  """Whether `path` (a workdir or its checkpoints/ directory) holds a complete training checkpoint.
+
+  Only `<step>/` directories count: the temporary directory of an unfinished
+  save (`<step>.orbax-checkpoint-tmp-<n>`) does not.
+  """
   directory = _checkpoints_dir(path)
   return os.path.isdir(directory) and any(
       name.isdigit() and os.path.isdir(os.path.join(directory, name, _STATE))

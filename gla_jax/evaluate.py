@@ -36,8 +36,10 @@ from gla_jax import parallel
 from gla_jax import reporting
 
 TOP_K = 5
-# The scalar results, in the order they are reported; `train.best_metric` is one of them.
+# The scalar results, in the order they are reported.
 SCALAR_METRICS = ('clip_accuracy', 'clip_top5', 'video_accuracy', 'video_top5', 'loss')
+# Those where higher is better: what `train.best_metric` may rank checkpoints by.
+RANKING_METRICS = SCALAR_METRICS[:4]
 _EVAL_KEYS = ('video', 'label', 'video_index', 'mask')
 
 

@@ -310,14 +310,59 @@ def explain(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax.Array
 
   Returns:
     An `Explanation`.
+
+  Raises:
+    ValueError: clips of the wrong shape (no batch axis, not 3 channels, an
+      empty axis), or variables that do not fit `model`; TypeError: clips that
+      are not floating point (raw uint8 frames). Each message says the fix.
   """
   video = jnp.asarray(video) if not isinstance(video, jax.Array) else video
-  if video.ndim != 5 or video.shape[-1] != 3:
-    raise ValueError(f'Expected clips [B, T, H, W, 3], got shape {video.shape}; add a batch '
-                     'axis with video[None] for a single clip.')
+  check_clips(video)
+  missing = [c for c in ('params', 'batch_stats') if c not in variables]
+  if missing:
+    raise ValueError(f'variables lack {missing}: pass the {{"params", "batch_stats"}} dict of '
+                     'a checkpoint (inference.load_variables or train.TrainState.variables).')
   if target is not None:
     target = jnp.asarray(target, jnp.int32).reshape(video.shape[0])
   layers = layers if isinstance(layers, str) else tuple(layers)
   weights = None if weights is None else tuple(float(w) for w in weights)
   fn = make_explainer(model, method, layers, aggregate, pooling, normalization, weights)
-  return fn(variables, video, target)
+  try:
+    return fn(variables, video, target)
+  except flax.errors.FlaxError as error:
+    # Raised while tracing, before any compute: a missing or misshaped variable.
+    raise ValueError(
+        f'The variables do not fit the model ({model.__class__.__name__}, num_classes='
+        f'{model.num_classes}): {str(error).splitlines()[0]} Load the weights written for this '
+        'model, or set config.model (preset, num_classes, gated) to the checkpoint\'s.'
+    ) from error
+
+
+def check_clips(video: Any) -> None:
+  """Raises ValueError or TypeError, saying the fix, unless `video` is [B, T, H, W, 3] float clips.
+
+  Args:
+    video: what `explain` (or the model) is about to be given.
+  """
+  shape = tuple(video.shape)
+  if len(shape) == 4 and shape[-1] == 3:
+    raise ValueError(f'Expected clips [B, T, H, W, 3], got one clip {shape}; add a batch axis '
+                     'with video[None].')
+  if len(shape) != 5:
+    raise ValueError(f'Expected clips [B, T, H, W, 3], got shape {shape}; stack the clips '
+                     'into one 5-D array.')
+  if shape[-1] != 3:
+    fix = {1: 'grayscale frames: repeat them to RGB with np.repeat(video, 3, axis=-1)',
+           4: 'RGBA frames: drop the alpha channel with video[..., :3]'}.get(
+               shape[-1], 'channels must be last (RGB): move them with np.moveaxis(video, 1, -1) '
+               'for [B, 3, T, H, W]')
+    raise ValueError(f'Expected 3 RGB channels last, got shape {shape} ({shape[-1]} channels); '
+                     f'{fix}.')
+  if min(shape[:4]) < 1:
+    raise ValueError(f'Empty clips {shape}: batch, frames, height and width must all be >= 1; '
+                     'a video shorter than a clip is loop-padded by '
+                     'input_pipeline.eval_frame_indices.')
+  if not jnp.issubdtype(video.dtype, jnp.floating):
+    raise TypeError(f'Clips must be floating point, normalised as in training ((x - data.mean) '
+                    f'/ data.std); got {video.dtype}. For uint8 frames use '
+                    'input_pipeline.center_clip(frames, config.data)[1].')

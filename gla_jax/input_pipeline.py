@@ -54,6 +54,20 @@ epoch e = s * B // N is a fresh permutation of the N videos drawn from
 `train_batches(..., start_step=k)` resumes exactly, results do not depend on
 `workers`, and the rows of P processes concatenate to the 1-process batch.
 
+Unreadable data: an example whose video cannot be read is not fatal. Reading
+is retried `retries` times (a network file system or a TFDS reader may fail
+once and then work; `video_io.VideoReadError`, a corrupt, truncated, missing
+or non-video file, is not retried), then the video is recorded as unreadable,
+with a warning naming it, and the example is replaced by the next video in
+index order (video i + 1, i + 2, ...) with the same random draws. The
+replacement depends on nothing but the files, so a resumed run reads the same
+batches. Each training epoch ends with a report of the examples replaced
+(`DataHealth`, which `train` logs and writes to metrics.jsonl); evaluation
+leaves out the clips of unreadable videos (mask False). When more than
+`max_bad_fraction` of a split's videos are unreadable the pipeline stops with
+`BadDataError` listing them. With several processes each counts the videos of
+its own rows.
+
 Parallelism: `workers` threads (cv2 decoding, resizing and most numpy work
 release the GIL) or, with `worker_type='process'`, processes; each task builds
 whole examples, and `prefetch` batches are built ahead of the one consumed so
@@ -63,16 +77,19 @@ thread (debugging).
 import abc
 import collections
 import concurrent.futures
-import json
 import math
 import multiprocessing
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+import time
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
+from absl import logging
 import cv2
 import ml_collections
 import numpy as np
 
+from gla_jax import annotations as annotations_lib
+from gla_jax import config_checks
 from gla_jax import video_io
 
 Batch = Dict[str, np.ndarray]
@@ -109,6 +126,13 @@ def default_data_config() -> ml_collections.ConfigDict:
     worker_type: 'thread' (default) or 'process' (spawned processes; may help
       the numpy-heavy synthetic generator, see benchmarks/input_bench.py).
     prefetch: batches built ahead of the one being consumed.
+    max_bad_fraction: the fraction of a split's videos that may be unreadable
+      (skipped and replaced, see the module docstring) before the run stops
+      with `BadDataError`. The default 0.01 tolerates a few broken files in a
+      real dataset (95 of UCF101's 9537 training videos) but stops a run whose
+      folder or codec is wrong; 0 stops at the first unreadable video.
+    retries: extra attempts at reading an example whose source raised
+      (anything but `video_io.VideoReadError`), with a short back-off.
     synthetic: generator settings (`synthetic.SyntheticConfig`): difficulty
       ('default' or 'hard'), train_size and val_size (videos per split; eval
       reads 'val'), num_frames (frames generated per video; may exceed the
@@ -139,6 +163,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       workers=2,
       worker_type='thread',
       prefetch=2,
+      max_bad_fraction=0.01,
+      retries=2,
       synthetic=dict(
           difficulty='default',
           train_size=1024,
@@ -158,6 +184,46 @@ def default_data_config() -> ml_collections.ConfigDict:
       tfds_eval_split='test',
       tfds_data_dir='',
   ))
+
+
+_SYNTHETIC_SIZES = ('train_size', 'val_size', 'num_frames', 'height', 'width')
+_PATH_KEYS = ('root', 'eval_root', 'annotations', 'train_split_file', 'eval_split_file',
+              'tfds_name', 'tfds_train_split', 'tfds_eval_split', 'tfds_data_dir')
+
+
+def validate_data_config(data_config: ml_collections.ConfigDict) -> None:
+  """Raises TypeError or ValueError naming `config.data.<key>` for a value that cannot work.
+
+  Checks types and ranges only; paths are checked when a source opens them.
+  """
+  section = 'data'
+  config_checks.choice(data_config, section, 'source', SOURCES)
+  for key in ('num_frames', 'frame_stride', 'crop_size'):
+    config_checks.integer(data_config, section, key, minimum=1)
+  config_checks.numbers_tuple(data_config, section, 'train_scales', above=0, maximum=1,
+                              non_empty=True)
+  config_checks.boolean(data_config, section, 'flip')
+  config_checks.numbers_tuple(data_config, section, 'mean', length=3)
+  config_checks.numbers_tuple(data_config, section, 'std', length=3, above=0)
+  config_checks.integer(data_config, section, 'workers', minimum=0)
+  config_checks.choice(data_config, section, 'worker_type', ('thread', 'process'))
+  config_checks.integer(data_config, section, 'prefetch', minimum=0)
+  config_checks.number(data_config, section, 'max_bad_fraction', minimum=0, maximum=1)
+  config_checks.integer(data_config, section, 'retries', minimum=0)
+  for key in _PATH_KEYS:
+    config_checks.string(data_config, section, key)
+  synthetic_section = 'data.synthetic'
+  for key in _SYNTHETIC_SIZES:
+    config_checks.integer(data_config.synthetic, synthetic_section, key, minimum=1)
+  config_checks.integer(data_config.synthetic, synthetic_section, 'seed', minimum=0)
+  if data_config.source == 'synthetic':
+    from gla_jax import synthetic  # pylint: disable=g-import-not-at-top
+    config_checks.choice(data_config.synthetic, synthetic_section, 'difficulty',
+                         sorted(synthetic.DIFFICULTIES))
+  if data_config.source == 'folder' and not data_config.root:
+    raise ValueError("config.data.source='folder' needs config.data.root, the folder holding "
+                     '<class>/<video> files (and config.data.eval_root when the evaluation '
+                     'videos are in another folder).')
 
 
 # ------------------------------------------------------------------------------
@@ -192,6 +258,10 @@ class Source(abc.ABC):
       with has_boxes 'boxes' float32 [len, 4] in the video's pixels and
       'present' bool [len].
     """
+
+  def describe(self, index: int) -> str:
+    """How messages name video `index` (a file path where there is one)."""
+    return f'{type(self).__name__} video {index}'
 
 
 class SyntheticSource(Source):
@@ -293,8 +363,9 @@ class FolderSource(Source):
     else:
       annotations_path = os.path.join(folder, 'annotations.json')
     if os.path.isfile(annotations_path):
-      with open(annotations_path) as f:
-        annotations = json.load(f)
+      # Validated: a box outside its frame or a wrong frame count is named here,
+      # not met later as a wrong crop or an index error.
+      annotations = annotations_lib.load(annotations_path)
     self.has_boxes = annotations is not None
     self._annotations = {} if annotations is None else {
         video['path']: video for video in annotations['videos']}
@@ -359,6 +430,9 @@ class FolderSource(Source):
 
   def path(self, index: int) -> str:
     return os.path.join(self.folder, *self.paths[index].split('/'))
+
+  def describe(self, index: int) -> str:
+    return self.path(index)
 
   def num_frames(self, index: int) -> int:
     annotation = self._annotations.get(self.paths[index])
@@ -426,6 +500,7 @@ class TfdsSource(Source):
           'needs its manual download), or convert an existing TFRecord copy with '
           '`tfds convert_format`.') from e
     info = getattr(self._data, 'dataset_info', None) or tfds.builder(name, data_dir=data_dir).info
+    self._name = f'{name}/{split_name}'
     self.class_names = list(info.features['label'].names)
     self._frame_counts: Dict[int, int] = {}
 
@@ -436,6 +511,9 @@ class TfdsSource(Source):
     if index not in self._frame_counts:
       self._frame_counts[index] = len(self._data[index]['video'])
     return self._frame_counts[index]
+
+  def describe(self, index: int) -> str:
+    return f'TFDS {self._name} example {index}'
 
   def load(self, index: int, frame_indices: np.ndarray) -> Example:
     item = self._data[index]
@@ -562,6 +640,7 @@ class _Augment:
   """Crop/resize/flip/normalise settings, picklable for process workers."""
 
   def __init__(self, data_config: ml_collections.ConfigDict):
+    validate_data_config(data_config)
     self.num_frames = int(data_config.num_frames)
     self.stride = int(data_config.frame_stride)
     self.crop_size = int(data_config.crop_size)
@@ -569,14 +648,6 @@ class _Augment:
     self.flip = bool(data_config.flip)
     self.mean = np.asarray(data_config.mean, np.float32)
     self.inv_std = 1.0 / np.asarray(data_config.std, np.float32)
-    if self.num_frames < 1 or self.stride < 1 or self.crop_size < 1:
-      raise ValueError(f'num_frames={self.num_frames}, frame_stride={self.stride}, '
-                       f'crop_size={self.crop_size}: all must be >= 1.')
-    if not self.scales or not all(0 < s <= 1 for s in self.scales):
-      raise ValueError(f'train_scales={self.scales}: need at least one scale in (0, 1].')
-    if self.mean.shape != (3,) or self.inv_std.shape != (3,) or not np.all(np.isfinite(self.inv_std)):
-      raise ValueError(f'mean={tuple(data_config.mean)}, std={tuple(data_config.std)}: need '
-                       'three values each, std non-zero.')
 
   def normalise(self, video: np.ndarray) -> np.ndarray:
     """(video - mean) / std in float32, for uint8 [T, S, S, 3]."""
@@ -599,26 +670,111 @@ class _Augment:
     return out
 
 
-def _train_example(source: Source, augment: _Augment, video_index: int,
-                   seed: int, step: int, row: int) -> Example:
-  rng = np.random.default_rng([seed, _EXAMPLE_STREAM, step, row])
-  frame_indices = train_frame_indices(source.num_frames(video_index), augment.num_frames,
-                                      augment.stride, rng)
-  example = source.load(video_index, frame_indices)
-  height, width = example['video'].shape[1:3]
-  scale = augment.scales[int(rng.integers(len(augment.scales)))]
-  x0, y0, side = corner_crop(height, width, scale, int(rng.integers(5)))
-  flip = augment.flip and bool(rng.integers(2))
-  return augment.finish(example, x0, y0, side, flip)
+# ------------------------------------------------------------------------------
+# Reading examples despite unreadable videos.
+# ------------------------------------------------------------------------------
+
+# Seconds before the first retry of a failed read; doubled for each further one.
+_RETRY_DELAY_S = 0.05
+# Unreadable videos listed in a BadDataError before the rest are counted.
+_MAX_LISTED = 20
 
 
-def _eval_examples(source: Source, augment: _Augment, video_index: int,
-                   starts: Sequence[int]) -> List[Example]:
-  """Evaluation clips of one video at `starts`, decoding the video once."""
-  num_frames = source.num_frames(video_index)
-  clips = [eval_frame_indices(num_frames, start, augment.num_frames, augment.stride)
-           for start in starts]
-  example = source.load(video_index, np.concatenate(clips))
+class BadDataError(RuntimeError):
+  """More videos of a split are unreadable than `data.max_bad_fraction` allows."""
+
+
+class _ReadPolicy(NamedTuple):
+  """How hard a task tries to read (a picklable argument of process tasks).
+
+  Attributes:
+    retries: extra attempts at a video whose source raised (not VideoReadError).
+    attempts: videos tried in turn for one training example (the first and its
+      replacements); more unreadable ones in a row exceed the tolerated count.
+  """
+  retries: int
+  attempts: int
+
+
+class _Outcome(NamedTuple):
+  """What a reading task returns.
+
+  Attributes:
+    value: an Example (training), the list of a video's clips (evaluation), or
+      None when no video could be read.
+    video_index: the video the value comes from (a replacement's index).
+    failures: (video index, description, problem) of each video that failed.
+  """
+  value: Any
+  video_index: int
+  failures: Tuple[Tuple[int, str, str], ...]
+
+
+def _problem(error: BaseException) -> str:
+  return f'{type(error).__name__}: {error}'
+
+
+def _read(source: Source, video_index: int, read: Callable[[], Any], retries: int) -> Any:
+  """`read()`, tried `retries` more times after an error other than VideoReadError."""
+  for attempt in range(retries):
+    try:
+      return read()
+    except video_io.VideoReadError:
+      raise   # A corrupt, truncated, missing or non-video file reads the same next time.
+    except Exception as error:  # pylint: disable=broad-except
+      # Any other failure of a source (network file system, TFDS reader) may be transient.
+      logging.warning('Reading %s failed (%s); retry %d of %d.', source.describe(video_index),
+                      _problem(error), attempt + 1, retries)
+      time.sleep(_RETRY_DELAY_S * 2 ** attempt)
+  return read()
+
+
+def _train_example(source: Source, augment: _Augment, video_index: int, seed: int, step: int,
+                   row: int, policy: _ReadPolicy) -> _Outcome:
+  """The clip of (step, row) from `video_index`, or from the next readable video after it.
+
+  A replacement video gets the random draws the original would have had
+  (the generator restarts from (seed, step, row)), so which example replaces
+  which depends only on the files.
+  """
+  failures = []
+  for offset in range(policy.attempts):
+    candidate = (video_index + offset) % len(source)
+
+    def read(candidate=candidate):
+      rng = np.random.default_rng([seed, _EXAMPLE_STREAM, step, row])
+      frame_indices = train_frame_indices(source.num_frames(candidate), augment.num_frames,
+                                          augment.stride, rng)
+      return source.load(candidate, frame_indices), rng
+
+    try:
+      example, rng = _read(source, candidate, read, policy.retries)
+    except Exception as error:  # pylint: disable=broad-except
+      failures.append((candidate, source.describe(candidate), _problem(error)))
+      continue
+    height, width = example['video'].shape[1:3]
+    scale = augment.scales[int(rng.integers(len(augment.scales)))]
+    x0, y0, side = corner_crop(height, width, scale, int(rng.integers(5)))
+    flip = augment.flip and bool(rng.integers(2))
+    return _Outcome(augment.finish(example, x0, y0, side, flip), candidate, tuple(failures))
+  return _Outcome(None, video_index, tuple(failures))
+
+
+def _eval_examples(source: Source, augment: _Augment, video_index: int, starts: Sequence[int],
+                   policy: _ReadPolicy) -> _Outcome:
+  """Evaluation clips of one video at `starts`, decoding the video once (None if unreadable)."""
+
+  def read():
+    num_frames = source.num_frames(video_index)
+    clips = [eval_frame_indices(num_frames, start, augment.num_frames, augment.stride)
+             for start in starts]
+    return source.load(video_index, np.concatenate(clips))
+
+  try:
+    example = _read(source, video_index, read, policy.retries)
+  except Exception as error:  # pylint: disable=broad-except
+    return _Outcome(None, video_index,
+                    ((video_index, source.describe(video_index), _problem(error)),))
   height, width = example['video'].shape[1:3]
   x0, y0, side = corner_crop(height, width, 1.0, 0)
   examples = []
@@ -626,7 +782,106 @@ def _eval_examples(source: Source, augment: _Augment, video_index: int,
     rows = slice(k * augment.num_frames, (k + 1) * augment.num_frames)
     examples.append(augment.finish({key: (value[rows] if key != 'label' else value)
                                     for key, value in example.items()}, x0, y0, side, False))
-  return examples
+  return _Outcome(examples, video_index, ())
+
+
+class DataHealth:
+  """The unreadable videos one pipeline met: warned about once each, counted, limited.
+
+  `train_batches` and `eval_batches` fill it. Training reports once per
+  epoch: `pop_epoch_reports` gives the records the training loop logs and
+  writes to metrics.jsonl. Counts live in memory: a resumed run counts anew.
+
+  Args:
+    split: 'train' or 'eval', for messages.
+    max_bad_fraction: `data.max_bad_fraction`.
+
+  Attributes:
+    unreadable: {description: problem} of every unreadable video, in the order met.
+    skipped: training examples replaced, or evaluation clips left out, in all.
+  """
+
+  def __init__(self, split: str, max_bad_fraction: float):
+    self.split = split
+    self.max_bad_fraction = float(max_bad_fraction)
+    self.unreadable: Dict[str, str] = {}
+    self.skipped = 0
+    self.size = 0
+    self._epoch_skipped: Dict[int, int] = collections.Counter()
+    self._epochs_done = 0
+    self._reports: List[Dict[str, float]] = []
+
+  def attach(self, size: int, epochs_done: int = 0) -> None:
+    """Sets the split's video count and the epochs already done (a resumed run's)."""
+    self.size, self._epochs_done = size, epochs_done
+
+  @property
+  def allowed(self) -> int:
+    """How many unreadable videos are tolerated: floor(max_bad_fraction * videos)."""
+    return int(math.floor(self.max_bad_fraction * self.size + 1e-9))
+
+  def policy(self, retries: int) -> _ReadPolicy:
+    return _ReadPolicy(retries=retries, attempts=max(1, min(self.size, self.allowed + 1)))
+
+  def record(self, failures: Sequence[Tuple[int, str, str]], skipped: int, epoch: int = 0
+             ) -> None:
+    """Notes one example's failed videos and how many examples or clips they cost.
+
+    Raises:
+      BadDataError: more unreadable videos than tolerated.
+    """
+    if not failures:
+      return
+    for _, description, problem in failures:
+      if description not in self.unreadable:
+        self.unreadable[description] = problem
+        logging.warning(
+            'Skipping unreadable %s video %s (%s); %s. %d unreadable so far, %d of %d '
+            'tolerated (config.data.max_bad_fraction=%g).', self.split, description, problem,
+            'its examples are replaced by the next video' if self.split == 'train'
+            else 'its clips are left out of the evaluation', len(self.unreadable),
+            self.allowed, self.size, self.max_bad_fraction)
+    self.skipped += skipped
+    self._epoch_skipped[epoch] += skipped
+    if len(self.unreadable) > self.allowed:
+      raise BadDataError(self._too_many())
+
+  def no_readable_video(self) -> BadDataError:
+    return BadDataError(f'No readable {self.split} video left: every video tried failed.\n'
+                        + self._listing())
+
+  def _listing(self) -> str:
+    lines = [f'  {description}: {problem}'
+             for description, problem in list(self.unreadable.items())[:_MAX_LISTED]]
+    more = len(self.unreadable) - _MAX_LISTED
+    return '\n'.join(lines + ([f'  ... and {more} more.'] if more > 0 else []))
+
+  def _too_many(self) -> str:
+    return (f'{len(self.unreadable)} of the {self.size} {self.split} videos are unreadable, more '
+            f'than config.data.max_bad_fraction={self.max_bad_fraction:g} tolerates '
+            f'({self.allowed}):\n{self._listing()}\nRe-create or re-download these files, or '
+            'remove them (from the folder, split file or annotations); or raise '
+            'config.data.max_bad_fraction to train without them.')
+
+  def end_epochs(self, epochs_done: int) -> None:
+    """Reports every epoch up to `epochs_done` (completed epochs) not reported yet."""
+    while self._epochs_done < epochs_done:
+      epoch = self._epochs_done
+      skipped = self._epoch_skipped.pop(epoch, 0)
+      self._epochs_done += 1
+      report = {'data/epoch': float(epoch + 1), 'data/skipped_examples': float(skipped),
+                'data/unreadable_videos': float(len(self.unreadable))}
+      if skipped:
+        logging.warning('Epoch %d: %d examples replaced; unreadable videos so far: %s.',
+                        epoch + 1, skipped, ', '.join(self.unreadable))
+      else:
+        logging.info('Epoch %d: every example was read.', epoch + 1)
+      self._reports.append(report)
+
+  def pop_epoch_reports(self) -> List[Dict[str, float]]:
+    """The epoch reports since the last call: data/epoch, data/skipped_examples, ..."""
+    reports, self._reports = self._reports, []
+    return reports
 
 
 # ------------------------------------------------------------------------------
@@ -644,11 +899,11 @@ def _init_process_worker(source: Source, augment: _Augment) -> None:
   _WORKER_STATE.update(source=source, augment=augment)
 
 
-def _process_train_task(*args) -> Example:
+def _process_train_task(*args) -> _Outcome:
   return _train_example(_WORKER_STATE['source'], _WORKER_STATE['augment'], *args)
 
 
-def _process_eval_task(*args) -> List[Example]:
+def _process_eval_task(*args) -> _Outcome:
   return _eval_examples(_WORKER_STATE['source'], _WORKER_STATE['augment'], *args)
 
 
@@ -656,12 +911,9 @@ class _Runner:
   """Runs example-building tasks inline, on threads, or on spawned processes."""
 
   def __init__(self, data_config: ml_collections.ConfigDict, source: Source, augment: _Augment):
+    # Values checked by _Augment (validate_data_config), which every pipeline builds first.
     self.workers = int(data_config.workers)
     self.kind = data_config.worker_type
-    if self.workers < 0:
-      raise ValueError(f'data.workers={self.workers}: must be >= 0 (0 = no worker).')
-    if self.kind not in ('thread', 'process'):
-      raise ValueError(f"data.worker_type={self.kind!r}: use 'thread' or 'process'.")
     self.source, self.augment = source, augment
     self.pool = None
     if self.workers and self.kind == 'thread':
@@ -739,8 +991,8 @@ def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
 
 
 def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
-                  start_step: int = 0, process_index: int = 0,
-                  process_count: int = 1) -> Iterator[Batch]:
+                  start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                  health: Optional[DataHealth] = None) -> Iterator[Batch]:
   """Endless training batches; batch k of the iterator is step start_step + k.
 
   Args:
@@ -751,9 +1003,17 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
       continues the exact sequence of an uninterrupted run.
     process_index, process_count: this process reads rows
       [p * B / P, (p + 1) * B / P) of every global batch.
+    health: receives the unreadable videos and the epoch reports (module
+      docstring); None keeps them internal (warnings and the limit still apply).
 
   Yields:
-    Batches (module docstring) of batch_size / process_count rows; mask all True.
+    Batches (module docstring) of batch_size / process_count rows; mask all
+    True. `video_index` is the video each row was read from (a replacement's
+    index where a video was unreadable).
+
+  Raises:
+    BadDataError: (from `next`) more unreadable videos than
+      `data.max_bad_fraction` tolerates.
   """
   if start_step < 0:
     raise ValueError(f'start_step={start_step}: must be >= 0.')
@@ -762,6 +1022,10 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
   augment = _Augment(data_config)
   runner = _Runner(data_config, source, augment)
   size = len(source)
+  health = health if health is not None else DataHealth(
+      'train', data_config.max_bad_fraction)
+  health.attach(size, epochs_done=start_step * batch_size // size)
+  policy = health.policy(int(data_config.retries))
   permutations: Dict[int, np.ndarray] = {}
 
   def video_of(position: int) -> int:
@@ -779,14 +1043,19 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
 
   def submit(plan):
     step, videos = plan
-    return [runner.submit(_train_example, _process_train_task, video, seed, step, row)
+    return [runner.submit(_train_example, _process_train_task, video, seed, step, row, policy)
             for video, row in zip(videos, rows)]
 
   def assemble(plan, futures):
-    _, videos = plan
+    step, _ = plan
     batch = _empty_batch(len(rows), augment, source.has_boxes)
-    for local, (future, video) in enumerate(zip(futures, videos)):
-      _fill_row(batch, local, future.result(), video)
+    for local, (future, row) in enumerate(zip(futures, rows)):
+      outcome = future.result()
+      health.record(outcome.failures, skipped=1, epoch=(step * batch_size + row) // size)
+      if outcome.value is None:
+        raise health.no_readable_video()
+      _fill_row(batch, local, outcome.value, outcome.video_index)
+    health.end_epochs((step + 1) * batch_size // size)
     return batch
 
   try:
@@ -795,14 +1064,32 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
     runner.close()
 
 
-def eval_clips(source: Source, data_config: ml_collections.ConfigDict) -> np.ndarray:
-  """Every evaluation clip of `source` in order: int64 [K, 2] (video index, first frame)."""
+def eval_clips(source: Source, data_config: ml_collections.ConfigDict,
+               health: Optional[DataHealth] = None) -> np.ndarray:
+  """Every evaluation clip of `source` in order: int64 [K, 2] (video index, first frame).
+
+  A video whose frame count cannot be read has no clip; it goes to `health`
+  (a new one, for its warnings and limit, when None).
+  """
   clip_frames, stride = int(data_config.num_frames), int(data_config.frame_stride)
+  if health is None:
+    health = DataHealth('eval', data_config.max_bad_fraction)
+    health.attach(len(source))
+  retries = int(data_config.retries)
+
+  def frame_count(index: int) -> Tuple[int, Tuple[Tuple[int, str, str], ...]]:
+    try:
+      return _read(source, index, lambda: source.num_frames(index), retries), ()
+    except Exception as error:  # pylint: disable=broad-except
+      return 0, ((index, source.describe(index), _problem(error)),)
+
   # Frame counts may need a header read (folder) or a record read (tfds) per
   # video: ask for them in parallel, they are I/O-bound.
   with concurrent.futures.ThreadPoolExecutor(max(1, int(data_config.workers))) as pool:
-    counts = list(pool.map(source.num_frames, range(len(source))))
-  clips = [(index, start) for index, count in enumerate(counts)
+    counts = list(pool.map(frame_count, range(len(source))))
+  for _, failures in counts:
+    health.record(failures, skipped=1)
+  clips = [(index, start) for index, (count, failures) in enumerate(counts) if not failures
            for start in eval_clip_starts(count, clip_frames, stride)]
   return np.array(clips, np.int64).reshape(-1, 2)
 
@@ -819,7 +1106,9 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
   Global batch b holds clips [b * B, (b + 1) * B) of `eval_clips` order
   (videos in order, clips in time order); the last one is padded with
   mask=False rows (zero video, label 0, video_index -1) so every batch has the
-  same shape. Every process yields the same number of batches.
+  same shape. Every process yields the same number of batches. The clips of an
+  unreadable video are padding rows too (module docstring), so the metrics
+  cover the readable videos.
 
   Args:
     data_config: the `config.data` section.
@@ -834,8 +1123,11 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
   source = create_source(data_config, split)
   augment = _Augment(data_config)
   runner = _Runner(data_config, source, augment)
+  health = DataHealth(split, data_config.max_bad_fraction)
+  health.attach(len(source))
+  policy = health.policy(int(data_config.retries))
   try:
-    clips = eval_clips(source, data_config)
+    clips = eval_clips(source, data_config, health)
     num_batches = math.ceil(len(clips) / batch_size)
 
     def plans() -> Iterator[List[Tuple[int, List[int], List[int]]]]:
@@ -856,17 +1148,23 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
         yield groups
 
     def submit(groups):
-      return [runner.submit(_eval_examples, _process_eval_task, video, starts)
+      return [runner.submit(_eval_examples, _process_eval_task, video, starts, policy)
               for video, _, starts in groups]
 
     def assemble(groups, futures):
       batch = _empty_batch(len(rows), augment, source.has_boxes)
       for (video, locals_, _), future in zip(groups, futures):
-        for local, example in zip(locals_, future.result()):
+        outcome = future.result()
+        # The clips of an unreadable video stay padding rows (mask False).
+        health.record(outcome.failures, skipped=len(locals_))
+        for local, example in zip(locals_, outcome.value or ()):
           _fill_row(batch, local, example, video)
       return batch
 
     yield from _prefetched(plans(), submit, assemble, int(data_config.prefetch))
+    if health.skipped:
+      logging.warning('Evaluation of %r left out %d clips of %d unreadable videos: %s.', split,
+                      health.skipped, len(health.unreadable), ', '.join(health.unreadable))
   finally:
     runner.close()
 

@@ -31,7 +31,40 @@ parameters are frozen, `batch_stats` keep moving everywhere.
 Resuming: the state is checkpointed in `<workdir>/checkpoints`, and batch s of
 the input pipeline is a function of (seed, s) only, so a restarted run picks up
 the latest checkpoint and continues with the same batches, giving the same
-parameters as an uninterrupted run (same seed and device count).
+parameters as an uninterrupted run (same seed and device count). A process
+killed at any moment, SIGKILL and a kill inside a checkpoint write included,
+restarts with the same command from the latest complete checkpoint (Orbax
+renames a step's directory into place only once it is complete; see
+`checkpoint`). A checkpoint written for another model (preset, class count,
+or a config change that alters the state, such as `freeze_until`) is refused
+with the differences listed rather than half-restored.
+
+Stopping on request: SIGTERM (what schedulers send before preempting) makes
+the loop save a checkpoint at the end of the current step and return
+`{'interrupted': 'SIGTERM', ...}`; a second SIGTERM acts as it did before
+(normally: terminate at once). Each process handles its own signal, so a
+multi-host run relies on the scheduler signalling every process (as SLURM
+and Kubernetes do) before the same step boundary; otherwise the processes
+that did not stop wait in the next collective until they are killed, and
+the restart resumes from the checkpoint all of them wrote before.
+
+Non-finite steps: a step whose loss, trainable gradients or BatchNorm
+statistics are not finite (NaN or inf) is not applied: inside the jitted step
+the parameters, BatchNorm statistics and optimizer moments keep their old
+values (`jnp.where`); the step count, the optimizer's schedule count and the
+RNG advance, so the data position and the learning-rate schedule stay those of
+an uninterrupted run. The metric `nonfinite` marks such steps; the host logs
+each with its step and the `video_index` of its batch, summaries report
+`train/nonfinite_steps` (loss and accuracy average the applied steps only), and
+after `train.max_nonfinite_steps` CONSECUTIVE skipped steps the run stops with
+`NonFiniteTrainingError` (consecutive, because a diverged model fails on every
+batch, while isolated bad batches are survivable). The step that trips the
+limit is never checkpointed; every checkpoint holds finite parameters.
+
+Unreadable videos are skipped, replaced deterministically, counted and
+limited by the input pipeline (`input_pipeline`, `data.max_bad_fraction`);
+the counts of each epoch are logged and written to metrics.jsonl
+(`data/skipped_examples`, `data/unreadable_videos`).
 
 References:
   Hara, Kataoka, Satoh. "Can Spatiotemporal 3D CNNs Retrace the History of 2D
@@ -41,9 +74,12 @@ References:
   Training ImageNet in 1 Hour" (linear warm-up), 2017.
 """
 import functools
+import json
 import os
+import signal
+import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from absl import logging
 import flax
@@ -55,6 +91,7 @@ import numpy as np
 import optax
 
 from gla_jax import checkpoint
+from gla_jax import config_checks
 from gla_jax import evaluate
 from gla_jax import input_pipeline
 from gla_jax import models
@@ -70,6 +107,12 @@ _STEM_MODULES = ('stem_conv', 'stem_bn')
 _TRAIN_KEYS = ('video', 'label', 'mask')
 
 TRAINABLE, FROZEN = 'trainable', 'frozen'
+# Config keys listed when a resumed checkpoint does not fit.
+_MAX_LISTED_CHANGES = 10
+
+
+class NonFiniteTrainingError(FloatingPointError):
+  """`train.max_nonfinite_steps` consecutive steps had a non-finite loss or gradient."""
 
 
 @flax.struct.dataclass
@@ -360,10 +403,15 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], *, model: models.
                labels: Any) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """One SGD step on the (global) batch; BatchNorm in training mode.
 
+  A step whose loss, trainable gradients or new BatchNorm statistics are not
+  finite is not applied (module docstring): parameters, statistics and the
+  optimizer's float state keep their values, counters advance.
+
   Returns:
     The new state and scalar metrics: loss, accuracy, learning_rate (the one
     this step used), grad_norm (global L2 norm of the trainable parameters'
-    gradients, before weight decay).
+    gradients, before weight decay), nonfinite (1.0 where the update was
+    skipped, else 0.0).
   """
   rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
 
@@ -377,20 +425,32 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], *, model: models.
   # Norm of the trainable gradients only: XLA then drops the frozen layers' backward pass.
   trainable = [g for g, label in zip(jax.tree.leaves(grads), jax.tree.leaves(labels))
                if label == TRAINABLE]
+  grad_norm = optax.tree.norm(trainable)
   updates_tx, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates_tx)
+  finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            & jnp.isfinite(optax.tree.norm(updates['batch_stats'])))
   mask = batch['mask'].astype(jnp.float32)
   correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
   metrics = {
       'loss': loss,
       'accuracy': jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0),
       'learning_rate': learning_rate_fn(state.step),
-      'grad_norm': optax.global_norm(trainable),
+      'grad_norm': grad_norm,
+      'nonfinite': 1.0 - finite.astype(jnp.float32),
   }
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=updates['batch_stats'], opt_state=opt_state,
-                            rng=jax.random.key_data(rng))
+  new_state = state.replace(
+      step=state.step + 1, params=_if_finite(finite, params, state.params),
+      batch_stats=_if_finite(finite, updates['batch_stats'], state.batch_stats),
+      opt_state=_if_finite(finite, opt_state, state.opt_state), rng=jax.random.key_data(rng))
   return new_state, metrics
+
+
+def _if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
+  """`new` where `finite`, else `old`, leaf by leaf; integer leaves (counters) always advance."""
+  return jax.tree.map(
+      lambda n, o: n if jnp.issubdtype(n.dtype, jnp.integer) else jnp.where(finite, n, o),
+      new, old)
 
 
 def make_train_step(model: models.ResNeXt3D, tx: optax.GradientTransformation,
@@ -419,8 +479,8 @@ def check_clip_shape(model: models.ResNeXt3D, num_frames: int, crop_size: int) -
   32 in space. With Hara's symmetric padding every stride-2 layer maps a size n
   to ceil(n / 2), so any clip with T, S >= 1 reaches layer4 with at least
   1 x 1 x 1 (ceil(T / 16) x ceil(S / 32) x ceil(S / 32)). A clip shorter than
-  16 frames or smaller than 32 pixels runs, but its layer4 cell is computed
-  mostly from zero padding: this logs a warning. The shapes are traced with
+  16 frames or smaller than 32 pixels runs, but layer4's 3 x 3 x 3 windows
+  then read partly zero padding: this logs a warning. The shapes are traced with
   `jax.eval_shape` (no compute), so a model variant with other strides is
   checked as it is.
 
@@ -431,8 +491,9 @@ def check_clip_shape(model: models.ResNeXt3D, num_frames: int, crop_size: int) -
     raise ValueError(f'Clip {num_frames}x{crop_size}x{crop_size} (data.num_frames x '
                      'data.crop_size^2): both must be >= 1.')
   try:
+    # init leaves 'intermediates' (the sown taps) out unless every collection is mutable.
     abstract = jax.eval_shape(
-        functools.partial(model.init, train=False), jax.random.key(0),
+        functools.partial(model.init, train=False, mutable=True), jax.random.key(0),
         jax.ShapeDtypeStruct((1, num_frames, crop_size, crop_size, 3), jnp.float32))
   except (TypeError, ValueError) as e:
     raise ValueError(
@@ -447,51 +508,72 @@ def check_clip_shape(model: models.ResNeXt3D, num_frames: int, crop_size: int) -
                      f'{crop_size} clip; raise data.num_frames or data.crop_size.')
   if num_frames < 16 or crop_size < 32:
     logging.warning('A %dx%dx%d clip is smaller than the network\'s strides (16 frames, 32 '
-                    'pixels): layer4 (%s) is computed mostly from padding.',
+                    'pixels): layer4 (%s) is computed partly from zero padding.',
                     num_frames, crop_size, crop_size, last)
   return shapes
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                     process_count: int = 1) -> None:
-  """Raises a ValueError naming the key and the fix for settings that cannot work."""
-  train = config.train
+  """Checks the model, data, train and eval sections before anything is built.
+
+  Raises:
+    TypeError: a value of the wrong type (None, True for a count, text for a
+      number), naming `config.<section>.<key>`.
+    ValueError: a value out of range, an unknown choice, or settings that
+      cannot work together (batch not divisible by the devices, freezing
+      without init_checkpoint, ...), naming the keys and the fix.
+  """
+  model, train, evaluation = config.model, config.train, config.eval
+  config_checks.integer(model, 'model', 'num_classes', minimum=1)
   create_model(config)   # Unknown preset or dtype.
-  if train.schedule not in SCHEDULES:
-    raise ValueError(f'Unknown config.train.schedule {train.schedule!r}; choose one of '
-                     f'{SCHEDULES}.')
-  if train.freeze_until and train.freeze_until not in FREEZE_POINTS:
-    raise ValueError(f'Unknown config.train.freeze_until {train.freeze_until!r}; use one of '
-                     f"{('',) + FREEZE_POINTS}.")
+  input_pipeline.validate_data_config(config.data)
+
+  for key, minimum, hint in (('batch_size', 1, 'global, over all devices'),
+                             ('num_steps', 1, ''), ('warmup_steps', 0, ''), ('seed', 0, ''),
+                             ('log_every', 1, ''), ('eval_every', 0, '0 = only at the end'),
+                             ('checkpoint_every', 0, '0 = only at the end'),
+                             ('keep_checkpoints', 1,
+                              'the latest checkpoint is what a restart resumes from'),
+                             ('max_nonfinite_steps', 1, 'consecutive skipped steps that stop '
+                              'the run')):
+    config_checks.integer(train, 'train', key, minimum=minimum, hint=hint)
+  config_checks.number(train, 'train', 'learning_rate', minimum=0)
+  config_checks.number(train, 'train', 'step_decay', above=0)
+  config_checks.number(train, 'train', 'momentum', minimum=0, maximum=1)
+  config_checks.number(train, 'train', 'weight_decay', minimum=0)
+  for key in ('nesterov', 'drop_head', 'tensorboard'):
+    config_checks.boolean(train, 'train', key)
+  config_checks.string(train, 'train', 'init_checkpoint')
+  config_checks.choice(train, 'train', 'schedule', SCHEDULES)
+  config_checks.choice(train, 'train', 'freeze_until', ('',) + FREEZE_POINTS)
+  config_checks.choice(train, 'train', 'best_metric', evaluate.RANKING_METRICS)
+  boundaries = config_checks.numbers_tuple(train, 'train', 'step_boundaries', integers=True)
   if (train.freeze_until or train.drop_head) and not train.init_checkpoint:
     raise ValueError('config.train.freeze_until / drop_head are fine-tuning options: set '
                      'config.train.init_checkpoint to the weights to start from (freezing '
                      'random weights is never what you want).')
-  if train.num_steps < 1:
-    raise ValueError(f'config.train.num_steps={train.num_steps}: must be >= 1.')
-  if not 0 <= train.warmup_steps <= train.num_steps:
+  if train.warmup_steps > train.num_steps:
     raise ValueError(f'config.train.warmup_steps={train.warmup_steps}: must be in [0, '
                      f'num_steps={train.num_steps}].')
-  boundaries = [int(b) for b in train.step_boundaries]
-  if train.schedule == 'step' and (boundaries != sorted(set(boundaries))
+  if train.schedule == 'step' and (list(boundaries) != sorted(set(boundaries))
                                    or any(b <= train.warmup_steps for b in boundaries)):
-    raise ValueError(f'config.train.step_boundaries={tuple(boundaries)}: must increase and '
+    raise ValueError(f'config.train.step_boundaries={boundaries}: must increase and '
                      f'lie after warmup_steps={train.warmup_steps}.')
-  if train.log_every < 1:
-    raise ValueError(f'config.train.log_every={train.log_every}: must be >= 1.')
-  for key in ('eval_every', 'checkpoint_every'):
-    if train[key] < 0:
-      raise ValueError(f'config.train.{key}={train[key]}: must be >= 0 (0 = only at the end).')
-  if train.keep_checkpoints < 1:
-    raise ValueError(f'config.train.keep_checkpoints={train.keep_checkpoints}: must be >= 1 '
-                     '(the latest checkpoint is what a restart resumes from).')
-  if train.best_metric not in evaluate.SCALAR_METRICS:
-    raise ValueError(f'Unknown config.train.best_metric {train.best_metric!r}; choose one of '
-                     f'{evaluate.SCALAR_METRICS}.')
+
+  config_checks.integer(evaluation, 'eval', 'batch_size', minimum=1)
+  config_checks.integer(evaluation, 'eval', 'max_batches', minimum=0,
+                        hint='0 = the whole split')
+  config_checks.choice(evaluation, 'eval', 'split', input_pipeline.SPLITS)
+  config_checks.choice(evaluation, 'eval', 'checkpoint', checkpoint.WHICH)
+  config_checks.integer(config, '', 'num_devices', minimum=0,
+                        hint='0 = every visible device')
+  config_checks.boolean(config, '', 'distributed')
+
   for section in ('train', 'eval'):
     batch_size = int(config[section].batch_size)
     multiple = np.lcm(num_devices, process_count)
-    if batch_size < 1 or batch_size % multiple:
+    if batch_size % multiple:
       raise ValueError(
           f'config.{section}.batch_size={batch_size} is not divisible by the {num_devices} '
           f'devices' + (f' and {process_count} processes' if process_count > 1 else '') +
@@ -529,9 +611,170 @@ def _host_batch(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
 
 def _mean_metrics(history) -> Dict[str, float]:
-  """Averages a list of per-step metric dicts (device scalars) on the host."""
+  """Averages per-step metric dicts (device scalars) over the applied steps; counts the others.
+
+  Returns:
+    The mean of every metric over the steps whose update was applied (NaN when
+    none was), and `nonfinite_steps`, the number of skipped ones.
+  """
   stacked = jax.device_get(history)
-  return {key: float(np.mean([m[key] for m in stacked])) for key in stacked[0]}
+  applied = [m for m in stacked if not m['nonfinite']]
+  means = {key: float(np.mean([m[key] for m in applied])) if applied else float('nan')
+           for key in stacked[0] if key != 'nonfinite'}
+  means['nonfinite_steps'] = float(len(stacked) - len(applied))
+  return means
+
+
+class _StopRequest:
+  """While entered, SIGTERM asks the loop to checkpoint and stop at the next step boundary.
+
+  The handler only sets `received`; it also puts the previous handler back,
+  so a second SIGTERM acts as before (the default: terminate at once). Signal
+  handlers can only be installed in the main thread: elsewhere (a training
+  run in a worker thread) this does nothing and SIGTERM keeps its handler.
+  """
+
+  def __init__(self):
+    self.received: Optional[str] = None
+    self._previous = None
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    self.received = signal.Signals(signum).name
+    signal.signal(signum, self._previous)
+
+  def __enter__(self) -> '_StopRequest':
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class _NonFiniteGuard:
+  """Reports the steps whose update was skipped and stops a run that keeps producing them.
+
+  Args:
+    max_consecutive: `train.max_nonfinite_steps`.
+    manager: the checkpoint manager, to name the last good checkpoint.
+  """
+
+  def __init__(self, max_consecutive: int, manager: checkpoint.TrainCheckpointManager):
+    self.max_consecutive, self.manager = max_consecutive, manager
+    self.total = 0
+    self.consecutive = 0
+
+  def check(self, step: int, metrics: Dict[str, jax.Array], video_index: np.ndarray) -> None:
+    """Looks at step `step`'s metrics (waiting for them).
+
+    Raises:
+      NonFiniteTrainingError: the `max_consecutive`-th skipped step in a row.
+    """
+    if not float(metrics['nonfinite']):
+      self.consecutive = 0
+      return
+    self.total += 1
+    self.consecutive += 1
+    loss, grad_norm = (float(v) for v in jax.device_get((metrics['loss'], metrics['grad_norm'])))
+    logging.warning(
+        'Step %d: non-finite loss (%g) or gradient (norm %g); the update was skipped, so the '
+        'parameters, BatchNorm statistics and momentum stay those of step %d. Videos of this '
+        "process's rows of the batch (video_index): %s. %d consecutive skipped step(s); the run "
+        'stops at %d (config.train.max_nonfinite_steps).', step, loss, grad_norm, step - 1,
+        np.asarray(video_index).tolist(), self.consecutive, self.max_consecutive)
+    if self.consecutive < self.max_consecutive:
+      return
+    self.manager.wait_until_finished()
+    latest = self.manager.latest_step()
+    kept = (f'The latest checkpoint, step {latest} in {self.manager.directory}, holds the last '
+            'finite parameters; a restart resumes from it.' if latest is not None
+            else 'No checkpoint was written before.')
+    raise NonFiniteTrainingError(
+        f'{self.consecutive} consecutive training steps ({step - self.consecutive + 1} to '
+        f'{step}) had a non-finite loss or gradient (config.train.max_nonfinite_steps='
+        f'{self.max_consecutive}); stopping without saving. {kept} To fix: lower '
+        'config.train.learning_rate or add config.train.warmup_steps; use '
+        "config.model.dtype='float32' if it is bfloat16; check the videos of the failing "
+        'batches (logged above with their video_index) for corrupt frames.')
+
+
+def _config_changes(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
+  """'model.gated: False -> True'-style lines for the model and train keys that differ."""
+  def flat(tree, prefix=''):
+    out = {}
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        out.update(flat(value, f'{prefix}{key}.'))
+      else:
+        out[f'{prefix}{key}'] = value
+    return out
+  # Through JSON, as the saved config was: tuples become lists on both sides.
+  saved_flat = flat({k: v for k, v in saved.items() if k in ('model', 'train')})
+  current_flat = flat(json.loads(json.dumps(
+      {k: v for k, v in current.items() if k in ('model', 'train')})))
+  return [f'{key}: {saved_flat.get(key, "(absent)")!r} -> {current_flat.get(key, "(absent)")!r}'
+          for key in sorted(set(saved_flat) | set(current_flat))
+          if saved_flat.get(key) != current_flat.get(key)]
+
+
+def _restore_state(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
+                   tx: optax.GradientTransformation, manager: checkpoint.TrainCheckpointManager,
+                   step: int, sharding: jax.sharding.Sharding) -> TrainState:
+  """The state checkpointed at `step`, after checking it was written for this model.
+
+  Raises:
+    ValueError: the checkpoint is of another preset or class count, or its
+      state does not fit this config's model and optimizer (the changed config
+      keys are listed), or it cannot be read.
+  """
+  metadata = manager.metadata(step)
+  saved = (metadata.get('preset'), metadata.get('num_classes'))
+  wanted = (config.model.preset, int(config.model.num_classes))
+  if saved != wanted:
+    raise ValueError(
+        f'{manager.directory} holds checkpoints of a {saved[0]!r} model with {saved[1]} classes '
+        f'(step {step}), but config.model asks for {wanted[0]!r} with {wanted[1]} classes. '
+        'Resume with the config the run started with, or train this config in a new '
+        '--workdir (to start from those weights, set config.train.init_checkpoint to this '
+        'workdir' + (', with drop_head=True' if saved[0] == wanted[0] else '') + ').')
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          abstract_train_state(config, model, tx))
+  try:
+    state, _ = manager.restore(abstract, step)
+  except Exception as error:  # pylint: disable=broad-except
+    # Orbax raises several types for a tree or shape that does not fit.
+    changes = _config_changes(metadata.get('config', {}), config.to_dict())
+    listed = '; '.join(changes[:_MAX_LISTED_CHANGES]) + (
+        f'; ... and {len(changes) - _MAX_LISTED_CHANGES} more' if
+        len(changes) > _MAX_LISTED_CHANGES else '')
+    where = os.path.join(manager.directory, str(step))
+    first_line = str(error).strip().split('\n')[0][:300]
+    raise ValueError(
+        f'Cannot resume from {where} ({type(error).__name__}: {first_line}). '
+        + (f'The config differs from the checkpoint\'s: {listed}. Resume with the config the '
+           'run started with, or use a new --workdir.' if changes else
+           f'The config is the checkpoint\'s, so the files may be damaged: delete {where} to '
+           'resume from the previous checkpoint.')) from error
+  return state
+
+
+def resolve_init_checkpoint(config: ml_collections.ConfigDict,
+                            workdir: str) -> ml_collections.ConfigDict:
+  """`config` with a relative `train.init_checkpoint` found in `workdir` made absolute.
+
+  So `init_checkpoint='converted'` means `<workdir>/converted`, where
+  `--mode=convert` writes; a relative path that is not in the workdir is left
+  to the working directory. Returns a copy; `config` is not changed.
+  """
+  source = config.train.init_checkpoint
+  if not source or os.path.isabs(source) or not os.path.exists(os.path.join(workdir, source)):
+    return config
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved.train.init_checkpoint = os.path.join(workdir, source)
+  resolved.lock()
+  return resolved
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
@@ -545,11 +788,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
   Returns:
     The final metrics: `step`, `train/*` (averaged over the last log
-    interval), `eval/*` (the final evaluation) and `best/*` (the best
-    evaluation and its step).
+    interval), `eval/*` (the final evaluation), `best/*` (the best evaluation
+    and its step) and `nonfinite_steps` (skipped steps of this process's run).
+    After SIGTERM: `interrupted` ('SIGTERM') and no final evaluation; the
+    checkpoint of the last step is saved.
+
+  Raises:
+    NonFiniteTrainingError: `train.max_nonfinite_steps` consecutive skipped steps.
+    input_pipeline.BadDataError: more unreadable videos than
+      `data.max_bad_fraction` tolerates.
   """
   initialize_distributed(config)
   workdir = os.path.abspath(workdir)
+  config = resolve_init_checkpoint(config, workdir)
   mesh = parallel.make_mesh(config.num_devices or None)
   validate_config(config, mesh.devices.size, jax.process_count())
   model = create_model(config)
@@ -563,15 +814,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       os.path.join(workdir, checkpoint.CHECKPOINTS_DIR), keep=int(config.train.keep_checkpoints),
       best_metric=config.train.best_metric)
   try:
-    return _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is_main)
+    with _StopRequest() as stop:
+      final = _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is_main,
+                          stop)
   finally:
     manager.close()
+  if stop.received:
+    logging.warning('Stopped by %s after step %d; its checkpoint is saved in %s. Run the same '
+                    'command again to resume.', stop.received, final['step'], manager.directory)
+  return final
 
 
-def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is_main):
+def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is_main, stop):
   """The body of `train_and_evaluate` (the manager is closed by the caller)."""
   train, num_steps = config.train, int(config.train.num_steps)
-  replicated = parallel.replicated_sharding(mesh)
   params_shapes = jax.eval_shape(
       functools.partial(models.init_variables, model, clip_shape=clip_shape(config)),
       jax.random.key(0))['params']
@@ -582,9 +838,8 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
     state = parallel.replicate(create_train_state(config, model, rng, tx), mesh)
     start_step = 0
   else:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                            abstract_train_state(config, model, tx))
-    state, _ = manager.restore(abstract, latest)
+    state = _restore_state(config, model, tx, manager, latest,
+                           parallel.replicated_sharding(mesh))
     start_step = int(jax.device_get(state.step))
     logging.info('Resuming from %s at step %d.', manager.directory, start_step)
 
@@ -597,25 +852,36 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
   best = _best_so_far(manager, train.best_metric)
   final: Dict[str, Any] = {'step': start_step}
   eval_result = None
+  health = input_pipeline.DataHealth('train', config.data.max_bad_fraction)
   batches = input_pipeline.train_batches(
       config.data, int(train.batch_size), int(train.seed), start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(), health=health)
+  guard = _NonFiniteGuard(int(train.max_nonfinite_steps), manager)
   try:
-    history, previous = [], None
+    history, unchecked = [], None
     interval_start, interval_step = time.perf_counter(), start_step
     for step in range(start_step, num_steps):
-      batch = parallel.shard_batch(_host_batch(next(batches)), mesh)
-      state, metrics = step_fn(state, batch)
-      # One step in flight at most: the progress bar measures compute, not
-      # dispatch, and host batches do not pile up in memory.
-      if previous is not None:
-        jax.block_until_ready(previous)
-      previous = metrics
-      history.append(metrics)
+      host_batch = next(batches)
+      state, metrics = step_fn(state, parallel.shard_batch(_host_batch(host_batch), mesh))
       done = step + 1
+      # One step in flight at most: checking the previous step waits for it,
+      # so the progress bar measures compute, not dispatch, and host batches
+      # do not pile up in memory.
+      if unchecked is not None:
+        guard.check(*unchecked)
+      unchecked = (done, metrics, host_batch['video_index'])
+      history.append(metrics)
       reporter.tick(done)
+      for report in health.pop_epoch_reports():
+        reporter.write(done, report)
       last = done == num_steps
-      if done % train.log_every == 0 or last:
+      logged = done % train.log_every == 0 or last
+      evaluated = bool(train.eval_every and done % train.eval_every == 0) or last
+      if logged or evaluated:
+        # This step's results leave the device: check it first.
+        guard.check(*unchecked)
+        unchecked = None
+      if logged:
         elapsed = time.perf_counter() - interval_start
         summary = {f'train/{k}': v for k, v in _mean_metrics(history).items()}
         summary['train/steps_per_second'] = (done - interval_step) / max(elapsed, 1e-9)
@@ -623,7 +889,6 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
         reporter.write(done, summary)
         final.update(summary)
         history, interval_start, interval_step = [], time.perf_counter(), done
-      evaluated = (train.eval_every and done % train.eval_every == 0) or last
       if evaluated:
         eval_result = evaluator(state.variables, step=done)
         scalars = evaluate.scalar_metrics(eval_result)
@@ -633,11 +898,18 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
                                  step=done)
         if best is None or scalars[train.best_metric] > best[1]:
           best = (done, scalars[train.best_metric])
-      if evaluated or last or (train.checkpoint_every and done % train.checkpoint_every == 0):
+      stopping = stop.received is not None
+      if evaluated or stopping or (train.checkpoint_every and done % train.checkpoint_every == 0):
+        if unchecked is not None:
+          # The step that trips max_nonfinite_steps is never saved.
+          guard.check(*unchecked)
+          unchecked = None
         manager.save(done, state, checkpoint_metadata(config, done),
                      metrics=evaluate.scalar_metrics(eval_result) if evaluated else None)
       final['step'] = done
-    if eval_result is None:
+      if stopping:
+        break
+    if eval_result is None and stop.received is None:
       # Nothing left to train (a finished run restarted): report its final evaluation.
       eval_result = evaluator(state.variables, step=start_step)
       if best is None:
@@ -646,6 +918,10 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
     batches.close()
     manager.wait_until_finished()
     reporter.close()
+  final['nonfinite_steps'] = guard.total
+  if stop.received is not None:
+    final['interrupted'] = stop.received
+    return final
   final.update({f'eval/{k}': v for k, v in evaluate.scalar_metrics(eval_result).items()})
   if best is not None:
     final['best/step'], final[f'best/{train.best_metric}'] = best

@@ -179,6 +179,11 @@ def read_video(path: str, max_frames: Optional[int] = None, start: int = 0,
         f'Video {path!r} is truncated or corrupt: its header promises {header_count} '
         f'frames but decoding stopped after {index}. Re-create or re-download the file, '
         'or pass strict=False to use the frames that decode.')
+  if index == 0:
+    raise VideoReadError(
+        f'Video {path!r} has no frame that decodes (header: {header_count} frames): an empty '
+        'container (a recording or export stopped before its first frame) or a corrupt '
+        'stream. Re-create or re-download the file, or remove it from the dataset.')
   if not frames:
     raise VideoReadError(
         f'No frame decoded from {path!r} in the range starting at frame {start} '

@@ -1,4 +1,4 @@
-"""The command line: convert a published-layout checkpoint, then explain a video file."""
+"""The command line: convert a published-layout checkpoint, then explain and localize a video."""
 import json
 import os
 import subprocess
@@ -44,14 +44,27 @@ def test_convert_then_explain_a_video_file(tmp_path):
   assert 0 <= attention.min() and attention.max() <= 1
   assert np.load(os.path.join(out, 'layers', 'layer2.npy')).shape == (21, 32, 32)
   info = json.load(open(os.path.join(out, 'clips.json')))
-  assert [c['start_frame'] for c in info['clips']] == [0, 8, 16]
+  # 8-frame clips every 4 frames, the last one ending at the last frame.
+  assert [c['start_frame'] for c in info['clips']] == [0, 4, 8, 12, 13]
   assert os.path.getsize(os.path.join(out, 'panel_0.png')) > 1000
+  assert not os.path.exists(os.path.join(out, 'localization.json'))
+
+  done = _main(*TINY, f'--workdir={workdir}', '--mode=localize',
+               f'--video={tmp_path / "walk.avi"}', '--config.localize.video_codec=MJPG')
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = os.path.join(workdir, 'localize', 'walk')
+  assert len(json.load(open(os.path.join(out, 'localization.json')))['frames']) == 21
+  assert video_io.read_video(os.path.join(out, 'overlay.avi')).shape == (21, 48, 64, 3)
 
 
 def test_missing_arguments_are_usage_errors(tmp_path):
   done = _main(*TINY, f'--workdir={tmp_path}', '--mode=explain')
   assert done.returncode != 0 and '--video' in done.stderr
+  done = _main(*TINY, f'--workdir={tmp_path}', '--mode=localize')
+  assert done.returncode != 0 and '--mode=localize needs --video' in done.stderr
   done = _main(*TINY, f'--workdir={tmp_path}', '--mode=explain', f'--video={tmp_path}/none.avi')
+  assert done.returncode != 0 and 'No weights' in done.stderr
+  done = _main(*TINY, f'--workdir={tmp_path}', '--mode=loc_eval')
   assert done.returncode != 0 and 'No weights' in done.stderr
   done = _main(*TINY, f'--workdir={tmp_path}', '--config.train.learning_rat=1')
   assert done.returncode != 0 and 'learning_rat' in done.stderr

@@ -1,0 +1,78 @@
+"""Smoke test of `benchmarks/bench.py`: one step of every variant, figures present and finite.
+
+Timings are not asserted (the test machine is shared); only that one run
+produces every key with finite numbers, with and without PyTorch. The JAX
+programs use XLA's convolutions (`--conv_impl=xla`), which compile in a
+fraction of the fast path's time (the fast path has its own tests), and both
+runs share a persistent compilation cache, so the second one loads the JAX
+programs the first compiled (initialisation, forward, explainers, training step).
+"""
+import json
+import math
+import os
+import sys
+
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'benchmarks'))
+import bench  # noqa: E402  (benchmarks/ put on sys.path above)
+
+SMOKE_ARGS = ['--preset=tiny', '--frames=4', '--size=16', '--batch=2', '--dtype=float32',
+              '--device=cpu', '--steps=1', '--warmup=0', '--num_classes=5', '--conv_impl=xla']
+JAX_VARIANTS = ('forward', 'explain_stages', 'explain_blocks', 'train')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """A persistent compilation cache for this module's runs; the previous settings after."""
+  options = {'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('jax_cache')),
+             'jax_persistent_cache_min_compile_time_secs': 0.0,
+             'jax_persistent_cache_min_entry_size_bytes': 0}
+  previous = {name: jax.config.values[name] for name in options}
+  for name, value in options.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()    # Re-read the directory on the next compilation.
+  yield
+  for name, value in previous.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
+def _finite_positive(value) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_jax_only_run_reports_every_figure(tmp_path):
+  out = tmp_path / 'bench.json'
+  results = bench.main(SMOKE_ARGS + ['--notorch', f'--out={out}'])
+  assert set(results['jax']) == set(JAX_VARIANTS)
+  for name, figures in results['jax'].items():
+    for key in ('clips_per_s', 'seconds_per_step', 'compile_s', 'flops_per_step',
+                'tflops_per_s', 'peak_fraction'):
+      assert _finite_positive(figures[key]), (name, key, figures[key])
+    assert _finite_positive(figures['compiled_bytes']['total']), name
+  assert 'torch' not in results and results['ratios'] == {}
+  memory = results['explanation_memory']
+  for key in ('blocks_over_stages', 'stages_2b_over_b', 'blocks_2b_over_b'):
+    assert _finite_positive(memory[key]), key
+  assert memory['stages_2b_bytes'] > memory['stages_b_bytes']
+  written = json.loads(out.read_text())
+  assert set(written['jax']) == set(JAX_VARIANTS)
+  assert written['config']['preset'] == 'tiny'
+
+
+def test_run_with_pytorch_reports_ratios():
+  pytest.importorskip('torch')
+  results = bench.main(SMOKE_ARGS + ['--no-memory_scaling', '--no-torch_compile'])
+  expected = {'forward', 'train'} | {f'explain_{how}_{layers}' for how in ('hooks', 'autograd')
+                                     for layers in ('stages', 'blocks')}
+  assert set(results['torch']) == expected
+  for name, figures in results['torch'].items():
+    assert _finite_positive(figures['clips_per_s']), name
+    assert _finite_positive(figures['tflops_per_s']), name
+  assert len(results['ratios']) == len(expected)
+  assert all(_finite_positive(value) for value in results['ratios'].values())
+  assert results['explanation_memory'] == {}
