@@ -21,6 +21,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   data.num_frames = 8
   data.crop_size = 32
   data.train_scales = (1.0, 0.841)
+  # A mirrored clip of move_left shows move_right (and rotate_cw shows
+  # rotate_ccw): flipping without swapping labels would teach contradictions.
+  data.flip = False
   data.synthetic.update(train_size=4096, val_size=256, num_frames=8, height=32, width=32)
 
   train = config.train

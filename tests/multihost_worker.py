@@ -24,6 +24,7 @@ NUM_STEPS = 3
 
 def main(process_id: int, num_processes: int, port: int, workdir: str, out: str) -> None:
   jax.config.update('jax_num_cpu_devices', TOTAL_DEVICES // num_processes)
+  jax.config.update('jax_disable_most_optimizations', True)    # As every test (conftest.py).
   if num_processes > 1:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}',
@@ -36,6 +37,7 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, out: str)
     config.train.num_steps = NUM_STEPS
     config.train.eval_every = 0
     config.train.checkpoint_every = 0
+    config.eval.max_batches = 1
   assert jax.process_count() == num_processes and jax.device_count() == TOTAL_DEVICES
   final = train.train_and_evaluate(config, workdir)
   variables, _ = train_variables(workdir)

@@ -13,16 +13,6 @@ NUM_FRAMES = 20              # 8-frame clips every 4 frames start at 0, 4, 8, 12
 HEIGHT, WIDTH = 40, 48       # not square: the model sees the centre 40 x 40, resized to 32
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fast_compiles():
-  """Few XLA optimizations (halves compile time); their executables are dropped afterwards."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
-  explain.make_explainer.cache_clear()
-
-
 @pytest.fixture(scope='module')
 def setting(tmp_path_factory):
   """(config, workdir with random tiny weights in converted/, path of a synthetic .avi video)."""

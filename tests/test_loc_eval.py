@@ -15,18 +15,6 @@ METRICS = ('loc_acc@0.5', 'mean_iou', 'temporal_iou', 'pointing_game', 'deletion
            'insertion_auc')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fast_compiles():
-  """Few XLA optimizations (halves compile time); their executables are dropped afterwards."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
-  for cached in (explain.make_explainer, loc_eval._compiled_method_maps,
-                 loc_eval._compiled_probability):
-    cached.cache_clear()
-
-
 def _config(size):
   """The tiny config, gated, on 6 synthetic clips of 8 x size x size."""
   config = tiny.get_config()

@@ -44,9 +44,11 @@ _CACHE_OPTIONS = {'jax_persistent_cache_min_compile_time_secs': 0.0,
 
 
 @pytest.fixture(scope='module', autouse=True)
-def compile_once(request):
-  """Fast compiles (as tests/test_train.py) and a persistent compilation cache."""
-  cache_dir = str(request.config.cache.mkdir('jax_compilation_cache'))
+def compile_once(request, tmp_path_factory):
+  """Fast compiles (as every test, see conftest.py) and a persistent compilation cache."""
+  cache = getattr(request.config, 'cache', None)    # None under `-p no:cacheprovider`.
+  cache_dir = str(cache.mkdir('jax_compilation_cache') if cache is not None
+                  else tmp_path_factory.mktemp('jax_compilation_cache'))
   options = {'jax_disable_most_optimizations': True, 'jax_compilation_cache_dir': cache_dir,
              **_CACHE_OPTIONS}
   previous = {name: jax.config.values[name] for name in options}
