@@ -17,6 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
       preset='resnext101',     # resnext50 | resnext101 | resnext152 | tiny
       num_classes=101,
       dtype='float32',         # compute dtype: float32 | bfloat16 (parameters stay float32)
+      gated=False,             # attention gates on the stages (gla_jax.gating)
+      gate_normalization='softmax',  # softmax | sigmoid over (t, h, w)
+      gate_head='concat',      # concat: one classifier | average: per-stage classifiers averaged
   ))
   config.data = input_pipeline.default_data_config()
   config.train = ml_collections.ConfigDict(dict(

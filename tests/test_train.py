@@ -375,3 +375,22 @@ def test_demo_config_trains_end_to_end(tmp_path):
   assert os.path.getsize(tmp_path / reporting.CURVES_FILE) > 1000
   written = json.load(open(evaluate.results_path(str(tmp_path), 'eval')))
   assert written['num_clips'] == config.eval.batch_size
+
+
+def test_gated_model_trains_end_to_end(tmp_path):
+  config = tiny.get_config()
+  config.model.gated = True
+  config.train.update(num_steps=2, warmup_steps=0, eval_every=0, checkpoint_every=0)
+  config.eval.max_batches = 1
+  model = train.create_model(config)
+  assert model.gated
+  start = jax.device_get(train.create_train_state(config, model, jax.random.key(0)))
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert result['step'] == 2 and np.isfinite(result['train/loss'])
+  end, _ = checkpoint.load_training_variables(tmp_path)
+  assert {f'gate_layer{s}' for s in range(1, 5)} <= set(start.params), sorted(start.params)
+  # At 16 x 16 pixels layer3 and layer4 have one position: a map normalised over a single
+  # position is constant, so only the gates of layer1 (4 x 4) and layer2 (2 x 2) get gradients.
+  for module in ['gate_layer1', 'gate_layer2', 'stem_conv', 'layer4_0']:
+    for (path, a), (_, b) in zip(_leaves(start.params[module]), _leaves(end['params'][module])):
+      assert not np.array_equal(a, b), f'{module}/{_name(path)} did not train'
