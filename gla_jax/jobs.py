@@ -113,7 +113,7 @@ def main_job(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   final = train(config, workdir)
   trained = time.perf_counter()
   variables, _ = checkpoint.load_training_variables(workdir, 'latest')
-  comparison = loc_eval.run(config, workdir, variables)
+  loc_eval.run(config, workdir, variables)     # Writes the table and pictures.
   demo: Optional[Dict[str, Any]] = None
   if config.data.source == 'synthetic' and _is_main_process():
     demo = localize_demo_video(config, workdir)
@@ -138,5 +138,4 @@ def main_job(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   _print_outputs(f'Main job done in {elapsed / 60:.1f} min '
                  f'(training and evaluation {(trained - start) / 60:.1f} min).', lines)
   logging.info('Main job summary: %s', summary)
-  del comparison   # Written to the workdir by loc_eval.
   return summary

@@ -394,3 +394,16 @@ def test_gated_model_trains_end_to_end(tmp_path):
   for module in ['gate_layer1', 'gate_layer2', 'stem_conv', 'layer4_0']:
     for (path, a), (_, b) in zip(_leaves(start.params[module]), _leaves(end['params'][module])):
       assert not np.array_equal(a, b), f'{module}/{_name(path)} did not train'
+
+
+@pytest.mark.parametrize('name, variant', [('demo', None), ('tiny', None), ('ucf101', 'tfds'),
+                                           ('ucf101', 'folder'), ('kinetics', None)])
+def test_every_config_is_locked_and_valid(name, variant, tmp_path):
+  module = __import__(f'configs.{name}', fromlist=['get_config'])
+  config = module.get_config(variant)
+  with pytest.raises(AttributeError):
+    config.train.learning_rat = 0.1                      # locked: a misspelt key fails
+  if config.data.source == 'folder':
+    config.data.root = str(tmp_path)
+  train.validate_config(config, num_devices=8)
+  assert module.__doc__ and 'main.py --config=configs/' in module.__doc__   # its command
