@@ -93,6 +93,7 @@ import optax
 from gla_jax import checkpoint
 from gla_jax import config_checks
 from gla_jax import evaluate
+from gla_jax import gating
 from gla_jax import input_pipeline
 from gla_jax import models
 from gla_jax import parallel
@@ -526,6 +527,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   """
   model, train, evaluation = config.model, config.train, config.eval
   config_checks.integer(model, 'model', 'num_classes', minimum=1)
+  config_checks.boolean(model, 'model', 'gated')
+  config_checks.choice(model, 'model', 'gate_normalization', gating.NORMALIZATIONS)
+  config_checks.choice(model, 'model', 'gate_head', gating.HEADS)
   create_model(config)   # Unknown preset or dtype.
   input_pipeline.validate_data_config(config.data)
 
