@@ -274,6 +274,22 @@ def write_results(workdir: str, split: str, result: Dict[str, Any],
   return path
 
 
+def load_training_checkpoint(config: ml_collections.ConfigDict,
+                             workdir: str) -> Optional[Dict[str, Any]]:
+  """The workdir's training checkpoint chosen by `eval.checkpoint`, or None if it has none.
+
+  'latest', or 'best' by `train.best_metric`: what `--mode=eval` and the
+  explanation modes read.
+  """
+  if not checkpoint.has_training_checkpoints(workdir):
+    return None
+  variables, metadata = checkpoint.load_training_variables(
+      workdir, config.eval.checkpoint, config.train.best_metric)
+  logging.info('Using the %s training checkpoint of %s (step %s).', config.eval.checkpoint,
+               workdir, metadata.get('step'))
+  return variables
+
+
 def load_variables_for_eval(config: ml_collections.ConfigDict, workdir: str,
                             model: models.ResNeXt3D) -> Dict[str, Any]:
   """The weights `evaluate` uses when none are given.
@@ -281,11 +297,8 @@ def load_variables_for_eval(config: ml_collections.ConfigDict, workdir: str,
   The workdir's training checkpoint (`eval.checkpoint`: 'latest' or 'best'),
   else `train.init_checkpoint` (e.g. converted published weights).
   """
-  if checkpoint.has_training_checkpoints(workdir):
-    variables, metadata = checkpoint.load_training_variables(
-        workdir, config.eval.checkpoint, config.train.best_metric)
-    logging.info('Evaluating the %s checkpoint of %s (step %s).', config.eval.checkpoint,
-                 workdir, metadata.get('step'))
+  variables = load_training_checkpoint(config, workdir)
+  if variables is not None:
     return variables
   if config.train.init_checkpoint:
     # Imported here: train imports this module.

@@ -30,7 +30,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from gla_jax import checkpoint, explain, input_pipeline, localize, models, video_io, visualize
+from gla_jax import checkpoint, evaluate, explain, input_pipeline, localize, models
+from gla_jax import video_io, visualize
 
 CONVERTED_DIR = 'converted'
 # Container of the overlay video per codec; OpenCV picks the muxer by extension.
@@ -53,11 +54,8 @@ def load_variables(config: ml_collections.ConfigDict, workdir: str) -> Dict[str,
   The training checkpoint is `config.eval.checkpoint` ('latest' or 'best' by
   `config.train.best_metric`), as `--mode=eval` reads it.
   """
-  if checkpoint.has_training_checkpoints(workdir):
-    variables, metadata = checkpoint.load_training_variables(
-        workdir, config.eval.checkpoint, config.train.best_metric)
-    logging.info('Using the %s training checkpoint of %s (step %s).', config.eval.checkpoint,
-                 workdir, metadata.get('step'))
+  variables = evaluate.load_training_checkpoint(config, workdir)
+  if variables is not None:
     return variables
   converted = os.path.join(workdir, CONVERTED_DIR)
   if os.path.isdir(converted):

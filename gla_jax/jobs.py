@@ -112,8 +112,7 @@ def main_job(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   start = time.perf_counter()
   final = train(config, workdir)
   trained = time.perf_counter()
-  variables, _ = checkpoint.load_training_variables(workdir, 'latest')
-  loc_eval.run(config, workdir, variables)     # Writes the table and pictures.
+  loc_eval.run(config, workdir)     # Writes the table and pictures.
   demo: Optional[Dict[str, Any]] = None
   if config.data.source == 'synthetic' and _is_main_process():
     demo = localize_demo_video(config, workdir)
