@@ -17,6 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
       preset='resnext101',     # resnext50 | resnext101 | resnext152 | tiny
       num_classes=101,
       dtype='float32',         # compute dtype: float32 | bfloat16 (parameters stay float32)
+      stem_kernel=(7, 7, 7),   # conv1 (kT, kH, kW), odd; published weights need (7, 7, 7)
+      max_pool=True,           # the max pool after conv1 (Hara's no_max_pool=False)
       gated=False,             # attention gates on the stages (gla_jax.gating)
       gate_normalization='softmax',  # softmax | sigmoid over (t, h, w)
       gate_head='concat',      # concat: one classifier | average: per-stage classifiers averaged
@@ -25,14 +27,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       batch_size=32,           # global, over all devices and hosts
       num_steps=10_000,
+      optimizer='sgd',         # sgd (Hara's recipe) | adamw
       learning_rate=0.1,       # peak, after warm-up
       schedule='cosine',       # cosine | step | constant
       warmup_steps=0,
       step_boundaries=(),      # for schedule='step': steps where the rate drops
       step_decay=0.1,          # multiplier at each boundary
-      momentum=0.9,
-      nesterov=False,
-      weight_decay=1e-3,       # L2 on every parameter, as Hara's SGD weight_decay
+      momentum=0.9,            # sgd only
+      nesterov=False,          # sgd only
+      weight_decay=1e-3,       # sgd: L2 on every parameter (Hara's); adamw: decoupled decay
       seed=0,
       init_checkpoint='',      # a converted checkpoint dir, a training workdir or a .pth file
       drop_head=False,         # re-initialise the classifier (new class count)

@@ -2,8 +2,14 @@ r"""The main job on a CPU: train a tiny 3D ResNeXt on synthetic actions, then ex
 
   python main.py --config=configs/demo.py --workdir=runs/demo --mode=all
 
-Tiny preset on 8-class synthetic clips (`gla_jax.synthetic`, default
-difficulty) rendered at the crop size, so no resize and no cut-off actor.
+Tiny preset with a 3x3x3 stem and no max pool on 8-class synthetic clips
+(`gla_jax.synthetic`, 'demo' difficulty: large, fast actors) rendered at the
+crop size, so no resize and no cut-off actor. Why these choices (measured on
+this 8-frame 32x32 task, README "Training"): with Hara's 7x7x7 stem and max
+pool, or on the default difficulty's slow motions, the network stays at
+chance for 1000+ steps; inputs scaled to unit range (`std`) train faster
+than Hara's mean-only normalisation, which the published weights need but a
+model trained from scratch does not.
 """
 import ml_collections
 
@@ -15,6 +21,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config = common.get_config()
   config.model.preset = 'tiny'
   config.model.num_classes = 8          # synthetic.CLASS_NAMES
+  config.model.stem_kernel = (3, 3, 3)
+  config.model.max_pool = False
 
   data = config.data
   data.source = 'synthetic'
@@ -24,18 +32,23 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # A mirrored clip of move_left shows move_right (and rotate_cw shows
   # rotate_ccw): flipping without swapping labels would teach contradictions.
   data.flip = False
-  data.synthetic.update(train_size=4096, val_size=256, num_frames=8, height=32, width=32)
+  data.std = (57.4, 57.1, 57.4)         # about the std of RGB in [0, 255] (ImageNet's)
+  # Clips are rendered on the fly: a large train split costs nothing and keeps
+  # the model from memorising (4096 clips overfit within 1000 steps).
+  data.synthetic.update(difficulty='demo', train_size=65536, val_size=512, num_frames=8,
+                        height=32, width=32)
 
   train = config.train
   train.batch_size = 16
-  train.num_steps = 300
-  train.learning_rate = 0.1
+  train.num_steps = 1800
+  train.optimizer = 'adamw'
+  train.learning_rate = 0.002
   train.schedule = 'cosine'
-  train.warmup_steps = 20
-  train.weight_decay = 5e-4
+  train.warmup_steps = 50
+  train.weight_decay = 1e-4
   train.log_every = 10
-  train.eval_every = 50
-  train.checkpoint_every = 100
+  train.eval_every = 200
+  train.checkpoint_every = 200
 
   config.eval.batch_size = 32
   config.lock()

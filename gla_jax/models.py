@@ -108,6 +108,12 @@ class ResNeXt3D(nn.Module):
     cardinality: groups of the 3x3x3 convolutions.
     widths: `planes` of each stage; each stage outputs 2 * planes channels.
     stem_width: channels of conv1.
+    stem_kernel: (kT, kH, kW) of conv1, odd sizes, padded by half (Hara: 7x7x7;
+      his later code has `conv1_t_size` for kT). Small clips train much faster
+      with 3x3x3 (configs/demo.py); published weights need 7x7x7.
+    max_pool: the 3x3x3 stride-2 max pool after conv1 (Hara's `no_max_pool`
+      turns it off). Without it every feature map is twice as large in each
+      axis: layer4 keeps more than one position on small clips.
     dtype: compute dtype (bfloat16 on accelerators); parameters and BatchNorm
       statistics stay float32, logits are float32.
     gated: attention gates on `gate_stages` and a classifier over the gated
@@ -124,6 +130,8 @@ class ResNeXt3D(nn.Module):
   cardinality: int = 32
   widths: Sequence[int] = (128, 256, 512, 1024)
   stem_width: int = 64
+  stem_kernel: Tuple[int, int, int] = (7, 7, 7)
+  max_pool: bool = True
   dtype: Dtype = jnp.float32
   gated: bool = False
   gate_stages: Sequence[str] = STAGE_NAMES
@@ -141,13 +149,18 @@ class ResNeXt3D(nn.Module):
   def __call__(self, x, train: bool = False):
     if x.ndim != 5 or x.shape[-1] != 3:
       raise ValueError(f'Expected clips [B, T, H, W, 3], got shape {x.shape}.')
-    x = Conv3D(self.stem_width, (7, 7, 7), (1, 2, 2), (3, 3, 3), dtype=self.dtype,
+    if len(self.stem_kernel) != 3 or any(k < 1 or k % 2 == 0 for k in self.stem_kernel):
+      raise ValueError(f'stem_kernel={tuple(self.stem_kernel)}: need three odd sizes '
+                       '(kT, kH, kW), e.g. (7, 7, 7) or (3, 3, 3).')
+    x = Conv3D(self.stem_width, tuple(self.stem_kernel), (1, 2, 2),
+               tuple(k // 2 for k in self.stem_kernel), dtype=self.dtype,
                name='stem_conv')(x)                               # [B, T, H/2, W/2, 64]
     x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                      epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
                      name='stem_bn')(x)
     x = self.tap('conv1', nn.relu(x))
-    x = nn.max_pool(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3)        # [B, T/2, H/4, W/4, 64]
+    if self.max_pool:
+      x = nn.max_pool(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3)      # [B, T/2, H/4, W/4, 64]
     stage_outputs = {}
     for s, (blocks, planes, stride) in enumerate(
         zip(self.stage_sizes, self.widths, STAGE_STRIDES), start=1):

@@ -100,6 +100,7 @@ from gla_jax import parallel
 from gla_jax import reporting
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('cosine', 'step', 'constant')
 # freeze_until values in network order; index k freezes stem (0) .. stage k.
 FREEZE_POINTS = ('conv1',) + models.STAGE_NAMES
@@ -224,22 +225,28 @@ def trainable_labels(params: Any, freeze_until: str) -> Any:
 
 def create_optimizer(config: ml_collections.ConfigDict, params: Any,
                      learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-  """SGD as Hara's `torch.optim.SGD(lr, momentum, weight_decay, nesterov)`, frozen stages excluded.
+  """`train.optimizer` on the trainable leaves; frozen stages excluded.
 
+  'sgd' is Hara's `torch.optim.SGD(lr, momentum, weight_decay, nesterov)`:
   PyTorch adds `weight_decay * p` to the gradient and then applies momentum
   (buf = momentum * buf + g; p -= lr * buf); `add_decayed_weights` followed by
-  `optax.sgd` (trace with decay=momentum) is the same update. Frozen leaves go
-  to `set_to_zero`: no update, no decay, no momentum buffer.
+  `optax.sgd` (trace with decay=momentum) is the same update. 'adamw' is
+  `optax.adamw` (decoupled weight decay, Loshchilov & Hutter, ICLR 2019) with
+  `weight_decay` as its decay; momentum and nesterov do not apply. Frozen
+  leaves go to `set_to_zero`: no update, no decay, no optimizer state.
   """
   train = config.train
-  sgd = optax.chain(
-      optax.add_decayed_weights(float(train.weight_decay)),
-      optax.sgd(learning_rate_fn, momentum=float(train.momentum) or None,
-                nesterov=bool(train.nesterov)))
+  if train.optimizer == 'adamw':
+    update = optax.adamw(learning_rate_fn, weight_decay=float(train.weight_decay))
+  else:
+    update = optax.chain(
+        optax.add_decayed_weights(float(train.weight_decay)),
+        optax.sgd(learning_rate_fn, momentum=float(train.momentum) or None,
+                  nesterov=bool(train.nesterov)))
   labels = trainable_labels(params, train.freeze_until)
   if FROZEN not in jax.tree.leaves(labels):
-    return sgd
-  return optax.multi_transform({TRAINABLE: sgd, FROZEN: optax.set_to_zero()}, labels)
+    return update
+  return optax.multi_transform({TRAINABLE: update, FROZEN: optax.set_to_zero()}, labels)
 
 
 def _flat(tree: Any) -> Dict[Tuple[str, ...], Any]:
@@ -475,15 +482,15 @@ def make_train_step(model: models.ResNeXt3D, tx: optax.GradientTransformation,
 def check_clip_shape(model: models.ResNeXt3D, num_frames: int, crop_size: int) -> Dict[str, Tuple]:
   """Feature map shapes of `model` on a T x S x S clip; raises if the clip cannot pass.
 
-  The stem keeps T and halves H, W (stride (1, 2, 2)), the max pool halves all
-  three and layer2..layer4 halve all three again: total strides 16 in time and
-  32 in space. With Hara's symmetric padding every stride-2 layer maps a size n
-  to ceil(n / 2), so any clip with T, S >= 1 reaches layer4 with at least
-  1 x 1 x 1 (ceil(T / 16) x ceil(S / 32) x ceil(S / 32)). A clip shorter than
-  16 frames or smaller than 32 pixels runs, but layer4's 3 x 3 x 3 windows
-  then read partly zero padding: this logs a warning. The shapes are traced with
-  `jax.eval_shape` (no compute), so a model variant with other strides is
-  checked as it is.
+  The stem keeps T and halves H, W (stride (1, 2, 2)), the max pool (if the
+  model has it) halves all three and layer2..layer4 halve all three again:
+  total strides 16 in time and 32 in space (8 and 16 without the max pool).
+  With Hara's symmetric padding every stride-2 layer maps a size n to
+  ceil(n / 2), so any clip with T, S >= 1 reaches layer4 with at least
+  1 x 1 x 1. A clip shorter or smaller than the strides runs, but layer4's
+  3 x 3 x 3 windows then read partly zero padding: this logs a warning. The
+  shapes are traced with `jax.eval_shape` (no compute), so a model variant
+  with other strides is checked as it is.
 
   Returns:
     `{tap name: (T, H, W)}` of the feature maps.
@@ -491,15 +498,10 @@ def check_clip_shape(model: models.ResNeXt3D, num_frames: int, crop_size: int) -
   if num_frames < 1 or crop_size < 1:
     raise ValueError(f'Clip {num_frames}x{crop_size}x{crop_size} (data.num_frames x '
                      'data.crop_size^2): both must be >= 1.')
-  try:
-    # init leaves 'intermediates' (the sown taps) out unless every collection is mutable.
-    abstract = jax.eval_shape(
-        functools.partial(model.init, train=False, mutable=True), jax.random.key(0),
-        jax.ShapeDtypeStruct((1, num_frames, crop_size, crop_size, 3), jnp.float32))
-  except (TypeError, ValueError) as e:
-    raise ValueError(
-        f'A {num_frames}x{crop_size}x{crop_size} clip does not pass through the network '
-        f'({e}); raise data.num_frames or data.crop_size.') from e
+  # init leaves 'intermediates' (the sown taps) out unless every collection is mutable.
+  abstract = jax.eval_shape(
+      functools.partial(model.init, train=False, mutable=True), jax.random.key(0),
+      jax.ShapeDtypeStruct((1, num_frames, crop_size, crop_size, 3), jnp.float32))
   shapes = {name: tuple(value[0].shape[1:4])
             for name, value in abstract.get('intermediates', {}).items()
             if name in models.STAGE_NAMES + ('conv1',)}
@@ -507,10 +509,11 @@ def check_clip_shape(model: models.ResNeXt3D, num_frames: int, crop_size: int) -
   if last is not None and min(last) < 1:
     raise ValueError(f'The last stage has a {last} feature map on a {num_frames}x{crop_size}x'
                      f'{crop_size} clip; raise data.num_frames or data.crop_size.')
-  if num_frames < 16 or crop_size < 32:
-    logging.warning('A %dx%dx%d clip is smaller than the network\'s strides (16 frames, 32 '
+  frame_stride, pixel_stride = (16, 32) if model.max_pool else (8, 16)
+  if num_frames < frame_stride or crop_size < pixel_stride:
+    logging.warning('A %dx%dx%d clip is smaller than the network\'s strides (%d frames, %d '
                     'pixels): layer4 (%s) is computed partly from zero padding.',
-                    num_frames, crop_size, crop_size, last)
+                    num_frames, crop_size, crop_size, frame_stride, pixel_stride, last)
   return shapes
 
 
@@ -527,6 +530,13 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   """
   model, train, evaluation = config.model, config.train, config.eval
   config_checks.integer(model, 'model', 'num_classes', minimum=1)
+  stem_kernel = config_checks.numbers_tuple(model, 'model', 'stem_kernel', length=3,
+                                            minimum=1, integers=True)
+  if any(size % 2 == 0 for size in stem_kernel):
+    raise ValueError(f'config.model.stem_kernel={stem_kernel}: sizes must be odd (padded by '
+                     'half on each side), e.g. (7, 7, 7) or (3, 3, 3).')
+  config_checks.boolean(model, 'model', 'max_pool')
+  config_checks.choice(config.train, 'train', 'optimizer', OPTIMIZERS)
   config_checks.boolean(model, 'model', 'gated')
   config_checks.choice(model, 'model', 'gate_normalization', gating.NORMALIZATIONS)
   config_checks.choice(model, 'model', 'gate_head', gating.HEADS)

@@ -1,12 +1,15 @@
 """Attention gates: normalisation, shapes, conversion, gradients, explanation."""
 import functools
+import json
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gla_jax import convert, explain, gating, models
+from gla_jax import conv, convert, explain, gating, models
 
 CLIP = (2, 16, 64, 64, 3)
 
@@ -119,3 +122,55 @@ def test_bad_gate_settings_are_named():
   with pytest.raises(ValueError, match='sigmoid'):
     models.ResNeXt3DTiny(num_classes=3, gated=True, gate_normalization='tanh').init(
         jax.random.key(0), jnp.zeros((1, 1, 1, 1, 3)))
+
+
+# ------------------------------------------------------------------------------
+# The plain-versus-gated study (benchmarks/gated_vs_plain.py).
+# ------------------------------------------------------------------------------
+
+
+def _study_module():
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  'benchmarks'))
+  import gated_vs_plain  # pylint: disable=g-import-not-at-top
+  return gated_vs_plain
+
+
+def test_study_summary_on_hand_made_runs():
+  study = _study_module()
+  runs = [dict(difficulty='demo', model='plain', seed=s, clip_accuracy=a, parameters=10,
+               step_time_s=t) for s, (a, t) in enumerate([(0.5, 0.2), (0.7, 0.4), (0.6, 0.3)])]
+  runs.append(dict(difficulty='demo', model='gated', seed=0, clip_accuracy=0.9, parameters=12,
+                   step_time_s=0.5))
+  plain, gated = study.summarize(runs)
+  assert (plain['model'], gated['model']) == ('plain', 'gated')
+  assert plain['clip_accuracy_mean'] == pytest.approx(0.6)
+  assert plain['clip_accuracy_std'] == pytest.approx(0.1)      # sample std of 0.5, 0.7, 0.6
+  assert plain['step_time_s'] == pytest.approx(0.3) and plain['seeds'] == [0, 1, 2]
+  assert gated['clip_accuracy_std'] == 0.0 and gated['parameters'] == 12
+  table = study.markdown([plain, gated], 'cmd')
+  assert '0.600 ± 0.100 (0.500, 0.700, 0.600)' in table and '| demo | gated |' in table
+
+
+def test_study_runs_end_to_end(tmp_path, monkeypatch):
+  study = _study_module()
+  base = study.demo.get_config
+
+  def small_demo():
+    config = base()
+    config.data.synthetic.val_size = 32
+    return config
+
+  monkeypatch.setattr(study.demo, 'get_config', small_demo)
+  # XLA's convolutions compile several times faster than the CPU fast path (which
+  # has its own tests); these runs are a few steps long.
+  with conv.use_impl('xla'):
+    rows = study.main(['--workdir', str(tmp_path), '--seeds=1', '--steps=2',
+                       '--difficulties=demo_hard'])
+  assert [row['model'] for row in rows] == ['plain', 'gated']
+  assert rows[1]['parameters'] > rows[0]['parameters']
+  for row in rows:
+    assert 0 <= row['clip_accuracy_mean'] <= 1 and row['step_time_s'] > 0
+  written = json.load(open(tmp_path / 'gated_vs_plain.json'))
+  assert len(written['runs']) == 2 and written['runs'][0]['step'] == 2
+  assert (tmp_path / 'gated_vs_plain.md').read_text().count('| demo_hard |') == 2

@@ -33,14 +33,19 @@ def relative_error(actual, expected) -> float:
   return float(np.abs(np.asarray(actual, np.float64) - expected).max() / np.abs(expected).max())
 
 
-@pytest.fixture(scope='module')
-def tiny_outputs(tmp_path_factory):
+# Hara's stem, and the demo's small stem without the max pool (configs/demo.py).
+STEMS = {'hara': {}, 'demo': dict(stem_kernel=(3, 3, 3), max_pool=False)}
+
+
+@pytest.fixture(scope='module', params=sorted(STEMS))
+def tiny_outputs(request, tmp_path_factory):
   """Logits and taps of both models on one clip, the Flax one loaded from a .pth file."""
+  stem = STEMS[request.param]
   torch_model = torch_resnext.randomize_(
-      torch_resnext.create('tiny', num_classes=NUM_CLASSES), seed=1)
+      torch_resnext.create('tiny', num_classes=NUM_CLASSES, **stem), seed=1)
   path = tmp_path_factory.mktemp('parity') / 'resnext-tiny.pth'
   torch_resnext.save_published_checkpoint(torch_model, path, num_batches_tracked=False)
-  model = models.create('tiny', num_classes=NUM_CLASSES)
+  model = models.create('tiny', num_classes=NUM_CLASSES, **stem)
   variables = convert.torch_to_flax(convert.load_torch_checkpoint(path), model)
 
   clip = np.random.default_rng(0).normal(size=CLIP_SHAPE).astype(np.float32)

@@ -147,6 +147,15 @@ def test_hard_preset_differs_as_specified():
   assert hard.moving_distractors and not default.moving_distractors
   assert hard.noise_std > 0 == default.noise_std
   assert hard.num_distractors > default.num_distractors
+  # The demo presets: the same scenes, faster motions, the actor present longer.
+  demo, demo_hard = synthetic.DIFFICULTIES['demo'], synthetic.DIFFICULTIES['demo_hard']
+  for name in ('translation_speed', 'scale_speed', 'rotation_speed'):
+    assert getattr(demo, name)[0] > getattr(default, name)[1], name
+    assert getattr(demo_hard, name) == getattr(demo, name), name
+  assert demo.min_segment_fraction > default.min_segment_fraction
+  assert demo.actor_size[0] > default.actor_size[0] and not demo.moving_distractors
+  assert demo_hard.moving_distractors and demo_hard.noise_std == hard.noise_std
+  assert demo_hard.actor_size[1] <= demo.actor_size[0]
 
   def scene(config, index):  # frames without the actor
     return synthetic.render(synthetic.sample_params(config, index), draw_actor=False)[0]

@@ -79,23 +79,27 @@ class ResNeXt(nn.Module):
     widths: `planes` of each stage; each stage outputs 2 * planes channels.
     stem_width: channels of conv1.
     num_classes: size of `fc`.
+    stem_kernel: (kT, kH, kW) of conv1 (odd; padded by half).
+    max_pool: the max pool after conv1 (Hara's `no_max_pool=False`).
     shortcut_type: 'B' (1x1x1 conv + BN projection, the published ResNeXt
       weights) or 'A' (parameter-free; only to produce such checkpoints in tests).
   """
 
   def __init__(self, stage_sizes: Sequence[int], cardinality: int = 32,
                widths: Sequence[int] = (128, 256, 512, 1024), stem_width: int = 64,
-               num_classes: int = 400, shortcut_type: str = 'B'):
+               num_classes: int = 400, stem_kernel: Sequence[int] = (7, 7, 7),
+               max_pool: bool = True, shortcut_type: str = 'B'):
     super().__init__()
     if shortcut_type not in ('A', 'B'):
       raise ValueError(f"shortcut_type must be 'A' or 'B', got {shortcut_type!r}.")
     self.stage_sizes = tuple(stage_sizes)
     self.inplanes = stem_width
-    self.conv1 = nn.Conv3d(3, stem_width, kernel_size=7, stride=(1, 2, 2), padding=(3, 3, 3),
-                           bias=False)
+    self.conv1 = nn.Conv3d(3, stem_width, kernel_size=tuple(stem_kernel), stride=(1, 2, 2),
+                           padding=tuple(k // 2 for k in stem_kernel), bias=False)
     self.bn1 = nn.BatchNorm3d(stem_width)
     self.relu = nn.ReLU(inplace=True)
-    self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+    self.maxpool = (nn.MaxPool3d(kernel_size=3, stride=2, padding=1) if max_pool
+                    else nn.Identity())
     for s, (blocks, planes, stride) in enumerate(zip(stage_sizes, widths, (1, 2, 2, 2)), 1):
       setattr(self, f'layer{s}',
               self._make_layer(planes, blocks, shortcut_type, cardinality, stride))
