@@ -4,12 +4,12 @@ r"""The main job on a CPU: train a tiny 3D ResNeXt on synthetic actions, then ex
 
 Tiny preset with a 3x3x3 stem and no max pool on 8-class synthetic clips
 (`gla_jax.synthetic`, 'demo' difficulty: large, fast actors) rendered at the
-crop size, so no resize and no cut-off actor. Why these choices (measured on
-this 8-frame 32x32 task, README "Training"): with Hara's 7x7x7 stem and max
-pool, or on the default difficulty's slow motions, the network stays at
-chance for 1000+ steps; inputs scaled to unit range (`std`) train faster
-than Hara's mean-only normalisation, which the published weights need but a
-model trained from scratch does not.
+crop size, so no resize and no cut-off actor, trained with AdamW. Why these
+choices: README "Training the demo" (with Hara's 7x7x7 stem and max pool,
+with SGD, or on the default difficulty's slow motions the network stays near
+chance for hundreds of steps). Inputs are divided by an std besides the mean:
+a model trained from scratch does not need the mean-only normalisation that
+the published weights expect.
 """
 import ml_collections
 

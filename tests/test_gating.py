@@ -156,9 +156,10 @@ def test_study_runs_end_to_end(tmp_path, monkeypatch):
   study = _study_module()
   base = study.demo.get_config
 
-  def small_demo():
+  def small_demo():   # The demo's recipe on 4 x 16 x 16 clips, 32 validation clips.
     config = base()
-    config.data.synthetic.val_size = 32
+    config.data.update(num_frames=4, crop_size=16)
+    config.data.synthetic.update(val_size=32, num_frames=4, height=16, width=16)
     return config
 
   monkeypatch.setattr(study.demo, 'get_config', small_demo)
