@@ -32,7 +32,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # A mirrored clip of move_left shows move_right (and rotate_cw shows
   # rotate_ccw): flipping without swapping labels would teach contradictions.
   data.flip = False
-  data.std = (57.4, 57.1, 57.4)         # about the std of RGB in [0, 255] (ImageNet's)
+  data.std = (57.4, 57.1, 57.4)         # about the std of natural images' RGB in [0, 255]
   # Clips are rendered on the fly: a large train split costs nothing and keeps
   # the model from memorising (4096 clips overfit within 1000 steps).
   data.synthetic.update(difficulty='demo', train_size=65536, val_size=512, num_frames=8,

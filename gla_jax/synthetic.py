@@ -28,7 +28,7 @@ Everything is deterministic from `(config.seed, split, index)`; the 'train' and
 with the hard preset's per-pixel noise; tests/test_synthetic.py prints it).
 
 API:
-  cfg = SyntheticConfig.default()              # or .hard(), DIFFICULTIES['hard']
+  cfg = SyntheticConfig.default()  # or .hard(), .demo(), .demo_hard(), DIFFICULTIES['hard']
   clip = generate_clip(cfg, index, split='train')   # -> Clip
   clip.video   # uint8 [T, H, W, 3] RGB
   clip.boxes   # float32 [T, 4] (x0, y0, x1, y1), x1/y1 exclusive, -1 if absent
