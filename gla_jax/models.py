@@ -40,6 +40,13 @@ BN_MOMENTUM = 0.9    # PyTorch's momentum 0.1.
 BN_EPSILON = 1e-5
 
 
+def check_stem_kernel(stem_kernel: Sequence[int], name: str = 'stem_kernel') -> None:
+  """Raises ValueError unless `stem_kernel` is three odd sizes (padded by half per side)."""
+  if len(stem_kernel) != 3 or any(k < 1 or k % 2 == 0 for k in stem_kernel):
+    raise ValueError(f'{name}={tuple(stem_kernel)}: need three odd sizes (kT, kH, kW), padded '
+                     'by half on each side, e.g. (7, 7, 7) or (3, 3, 3).')
+
+
 class Conv3D(nn.Module):
   """Bias-free 3D convolution with explicit symmetric padding (as PyTorch's Conv3d).
 
@@ -149,9 +156,7 @@ class ResNeXt3D(nn.Module):
   def __call__(self, x, train: bool = False):
     if x.ndim != 5 or x.shape[-1] != 3:
       raise ValueError(f'Expected clips [B, T, H, W, 3], got shape {x.shape}.')
-    if len(self.stem_kernel) != 3 or any(k < 1 or k % 2 == 0 for k in self.stem_kernel):
-      raise ValueError(f'stem_kernel={tuple(self.stem_kernel)}: need three odd sizes '
-                       '(kT, kH, kW), e.g. (7, 7, 7) or (3, 3, 3).')
+    check_stem_kernel(self.stem_kernel)
     x = Conv3D(self.stem_width, tuple(self.stem_kernel), (1, 2, 2),
                tuple(k // 2 for k in self.stem_kernel), dtype=self.dtype,
                name='stem_conv')(x)                               # [B, T, H/2, W/2, 64]

@@ -530,11 +530,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   """
   model, train, evaluation = config.model, config.train, config.eval
   config_checks.integer(model, 'model', 'num_classes', minimum=1)
-  stem_kernel = config_checks.numbers_tuple(model, 'model', 'stem_kernel', length=3,
-                                            minimum=1, integers=True)
-  if any(size % 2 == 0 for size in stem_kernel):
-    raise ValueError(f'config.model.stem_kernel={stem_kernel}: sizes must be odd (padded by '
-                     'half on each side), e.g. (7, 7, 7) or (3, 3, 3).')
+  models.check_stem_kernel(
+      config_checks.numbers_tuple(model, 'model', 'stem_kernel', length=3, minimum=1,
+                                  integers=True), 'config.model.stem_kernel')
   config_checks.boolean(model, 'model', 'max_pool')
   config_checks.choice(config.train, 'train', 'optimizer', OPTIMIZERS)
   config_checks.boolean(model, 'model', 'gated')
