@@ -209,8 +209,8 @@ class SyntheticConfig:
     """Larger and about 3x faster actors, for short small clips (configs/demo.py).
 
     The default speeds suit 16 frames of 112 x 112: on 8 frames of 32 x 32 an
-    actor of the default difficulty moves 3-5 pixels or turns 40-60 degrees
-    in all, and a small 3D ResNeXt stays near chance (README "Training the
+    actor of the default difficulty moves 0.6-1.3 pixels or turns 8-15 degrees
+    per frame, and a small 3D ResNeXt stays near chance (README "Training the
     demo"). Here it travels 2-4 pixels or turns 30-45 degrees per frame, is
     13-18 pixels across and is present in at least 6 of 8 frames; the static
     distractors remain, so the motion is still the only cue to the class.
