@@ -2,6 +2,10 @@ r"""JAX against PyTorch on the same network, in one run: training step, explanat
 
   python benchmarks/bench.py --preset=resnext101 --frames=16 --size=112 --batch=32 \
       --dtype=bfloat16 --device=gpu --steps=20 --out=/tmp/bench.json
+  # configs/demo.py's network on CPU (Hara's architecture is the default):
+  python benchmarks/bench.py --preset=tiny --frames=8 --size=32 --batch=16 \
+      --dtype=float32 --device=cpu --steps=3 --stem_kernel=3,3,3 --no-max_pool \
+      --temporal_strides=1,1,1,1
 
 Variants (every one on one device, the same preset, clip and batch):
   JAX (this project)
@@ -68,6 +72,7 @@ sys.path.insert(0, REPO)
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from configs import common  # pylint: disable=g-import-not-at-top
@@ -247,12 +252,25 @@ def _run_jax(compiled, args: Tuple, steps: int, warmup: int, batch: int, device,
   }
 
 
-def benchmark_jax(args, device) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
-  """The JAX variants ({name: figures}) and the explanation's memory growth."""
+def network_options(args) -> Dict[str, Any]:
+  """The architecture flags, as keyword arguments of both networks."""
+  return dict(stem_kernel=args.stem_kernel, max_pool=args.max_pool,
+              temporal_strides=args.temporal_strides)
+
+
+def jax_config(args) -> ml_collections.ConfigDict:
+  """The project config of the benchmarked network, clip and batch."""
   config = common.get_config()
-  config.model.update(preset=args.preset, num_classes=args.num_classes, dtype=args.dtype)
+  config.model.update(preset=args.preset, num_classes=args.num_classes, dtype=args.dtype,
+                      **network_options(args))
   config.data.update(num_frames=args.frames, crop_size=args.size)
   config.train.batch_size = args.batch
+  return config
+
+
+def benchmark_jax(args, device) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+  """The JAX variants ({name: figures}) and the explanation's memory growth."""
+  config = jax_config(args)
   model = train.create_model(config)
   mesh = parallel.make_mesh(1)
   learning_rate_fn = train.create_learning_rate_fn(config)
@@ -379,7 +397,8 @@ class TorchBench:
     channels_last = (args.torch_channels_last == 'on'
                      or (args.torch_channels_last == 'auto' and args.device == 'gpu'))
     self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
-    self.net = torch_resnext.create(args.preset, num_classes=args.num_classes).to(
+    self.net = torch_resnext.create(args.preset, num_classes=args.num_classes,
+                                    **network_options(args)).to(
         self.device, memory_format=self.memory_format)
     generator = torch.Generator().manual_seed(0)
     clips = torch.randn((args.batch, 3, args.frames, args.size, args.size), generator=generator)
@@ -589,7 +608,11 @@ def _fmt(value, spec) -> str:
 
 def format_report(results: Dict[str, Any]) -> str:
   config = results['config']
-  lines = [f'{config["preset"]} {config["frames"]}x{config["size"]}x{config["size"]} '
+  stem = 'x'.join(str(k) for k in config['stem_kernel'])
+  time_strides = ','.join(str(s) for s in config['temporal_strides'])
+  lines = [f'{config["preset"]} (stem {stem}{"" if config["max_pool"] else ", no max pool"}, '
+           f'time strides {time_strides}) '
+           f'{config["frames"]}x{config["size"]}x{config["size"]} '
            f'batch {config["batch"]} {config["dtype"]} on {config["device_kind"]} '
            f'(conv_impl={config["conv_impl"]} -> {config["conv_impl_resolved"]}), '
            f'{config["steps"]} timed steps; peak {config["peak_tflops"]:.3g} TFLOP/s '
@@ -636,6 +659,24 @@ def format_report(results: Dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------
 
 
+def _kernel_size(text: str) -> Tuple[int, ...]:
+  try:
+    size = tuple(int(k) for k in text.split(','))
+    models.check_stem_kernel(size)
+  except ValueError as error:
+    raise argparse.ArgumentTypeError(f'{text!r}: {error} Write it as "kT,kH,kW".')
+  return size
+
+
+def _time_strides(text: str) -> Tuple[int, ...]:
+  try:
+    strides = tuple(int(s) for s in text.split(','))
+    models.check_temporal_strides(strides, len(models.STAGE_NAMES))
+  except ValueError as error:
+    raise argparse.ArgumentTypeError(f'{text!r}: {error} Write it as "s1,s2,s3,s4".')
+  return strides
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--preset', default='resnext101', choices=sorted(models.PRESETS))
@@ -647,6 +688,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--steps', type=int, default=10, help='timed calls per variant')
   parser.add_argument('--warmup', type=int, default=1, help='untimed calls before timing')
   parser.add_argument('--num_classes', type=int, default=101)
+  parser.add_argument('--stem_kernel', default=(7, 7, 7), type=_kernel_size,
+                      help='conv1 kernel "kT,kH,kW" (configs/demo.py: 3,3,3)')
+  parser.add_argument('--max_pool', default=True, action=argparse.BooleanOptionalAction,
+                      help='the max pool after conv1 (configs/demo.py: --no-max_pool)')
+  parser.add_argument('--temporal_strides', default=models.STAGE_STRIDES, type=_time_strides,
+                      help='time stride of layer1..layer4 (configs/demo.py: 1,1,1,1)')
   parser.add_argument('--conv_impl', default='auto', choices=conv.IMPLS)
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help='device peak for the FLOP/s fraction (default: H200 figures on '

@@ -58,8 +58,16 @@ def count_parameters(config: ml_collections.ConfigDict) -> int:
 
 
 def run_once(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  """Trains (or resumes) in `workdir`; returns accuracy and the median step time."""
+  """Trains (or resumes) in `workdir`; returns accuracy and the median step time.
+
+  A run stopped by a signal ends the study with status 143 (as `main.py`
+  does); the same command resumes it.
+  """
   final = train.train_and_evaluate(config, workdir)
+  if final.get('interrupted'):
+    print(f'Stopped by {final["interrupted"]} at step {final["step"]} of {workdir}; run the same '
+          'command again to resume the study.', flush=True)
+    sys.exit(143)
   rates = [record['train/steps_per_second'] for record in reporting.read_metrics(workdir)
            if 'train/steps_per_second' in record]
   return dict(clip_accuracy=float(final['eval/clip_accuracy']), step=int(final['step']),

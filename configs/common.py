@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
       dtype='float32',         # compute dtype: float32 | bfloat16 (parameters stay float32)
       stem_kernel=(7, 7, 7),   # conv1 (kT, kH, kW), odd; published weights need (7, 7, 7)
       max_pool=True,           # the max pool after conv1 (Hara's no_max_pool=False)
+      temporal_strides=(1, 2, 2, 2),  # time stride of layer1..layer4 (Hara: as in space)
       gated=False,             # attention gates on the stages (gla_jax.gating)
       gate_normalization='softmax',  # softmax | sigmoid over (t, h, w)
       gate_head='concat',      # concat: one classifier | average: per-stage classifiers averaged

@@ -35,7 +35,7 @@ from gla_jax import gating
 Dtype = Any
 
 STAGE_NAMES = ('layer1', 'layer2', 'layer3', 'layer4')
-STAGE_STRIDES = (1, 2, 2, 2)
+STAGE_STRIDES = (1, 2, 2, 2)   # of each stage's first block, in every axis (Hara)
 BN_MOMENTUM = 0.9    # PyTorch's momentum 0.1.
 BN_EPSILON = 1e-5
 
@@ -45,6 +45,18 @@ def check_stem_kernel(stem_kernel: Sequence[int], name: str = 'stem_kernel') -> 
   if len(stem_kernel) != 3 or any(k < 1 or k % 2 == 0 for k in stem_kernel):
     raise ValueError(f'{name}={tuple(stem_kernel)}: need three odd sizes (kT, kH, kW), padded '
                      'by half on each side, e.g. (7, 7, 7) or (3, 3, 3).')
+
+
+def check_temporal_strides(temporal_strides: Sequence[int], num_stages: int,
+                           name: str = 'temporal_strides') -> None:
+  """Raises ValueError unless `temporal_strides` has a stride >= 1 for each stage.
+
+  As with `widths`, entries past the last stage are not used.
+  """
+  if len(temporal_strides) < num_stages or any(s < 1 for s in temporal_strides):
+    raise ValueError(f'{name}={tuple(temporal_strides)}: need a time stride >= 1 for each of '
+                     f'the {num_stages} stages, e.g. {STAGE_STRIDES[:num_stages]} (Hara) or '
+                     f'{(1,) * num_stages} (every frame kept).')
 
 
 class Conv3D(nn.Module):
@@ -81,7 +93,7 @@ class Bottleneck(nn.Module):
   """ResNeXt bottleneck: 1x1x1 -> grouped 3x3x3 (stride) -> 1x1x1 to 2 * planes."""
   planes: int
   cardinality: int
-  strides: int = 1
+  strides: Tuple[int, int, int] = (1, 1, 1)   # of the 3x3x3 and the shortcut (T, H, W)
   downsample: bool = False
   dtype: Dtype = jnp.float32
 
@@ -91,7 +103,7 @@ class Bottleneck(nn.Module):
         nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32)
     mid = self.cardinality * (self.planes // 32)   # Hara: cardinality * int(planes / 32).
-    stride3 = (self.strides,) * 3
+    stride3 = tuple(self.strides)
     y = Conv3D(mid, (1, 1, 1), dtype=self.dtype, name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
     y = Conv3D(mid, (3, 3, 3), stride3, (1, 1, 1), self.cardinality, dtype=self.dtype,
@@ -121,6 +133,11 @@ class ResNeXt3D(nn.Module):
     max_pool: the 3x3x3 stride-2 max pool after conv1 (Hara's `no_max_pool`
       turns it off). Without it every feature map is twice as large in each
       axis: layer4 keeps more than one position on small clips.
+    temporal_strides: the time stride of each stage's first block (Hara: the
+      spatial one, `STAGE_STRIDES`). 1 keeps every frame in that stage, which
+      short clips need to tell motions apart by their direction in time
+      (configs/demo.py); the weights are the same, so published checkpoints
+      load with any setting.
     dtype: compute dtype (bfloat16 on accelerators); parameters and BatchNorm
       statistics stay float32, logits are float32.
     gated: attention gates on `gate_stages` and a classifier over the gated
@@ -139,6 +156,7 @@ class ResNeXt3D(nn.Module):
   stem_width: int = 64
   stem_kernel: Tuple[int, int, int] = (7, 7, 7)
   max_pool: bool = True
+  temporal_strides: Sequence[int] = STAGE_STRIDES
   dtype: Dtype = jnp.float32
   gated: bool = False
   gate_stages: Sequence[str] = STAGE_NAMES
@@ -157,6 +175,7 @@ class ResNeXt3D(nn.Module):
     if x.ndim != 5 or x.shape[-1] != 3:
       raise ValueError(f'Expected clips [B, T, H, W, 3], got shape {x.shape}.')
     check_stem_kernel(self.stem_kernel)
+    check_temporal_strides(self.temporal_strides, len(self.stage_sizes))
     x = Conv3D(self.stem_width, tuple(self.stem_kernel), (1, 2, 2),
                tuple(k // 2 for k in self.stem_kernel), dtype=self.dtype,
                name='stem_conv')(x)                               # [B, T, H/2, W/2, 64]
@@ -167,11 +186,12 @@ class ResNeXt3D(nn.Module):
     if self.max_pool:
       x = nn.max_pool(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3)      # [B, T/2, H/4, W/4, 64]
     stage_outputs = {}
-    for s, (blocks, planes, stride) in enumerate(
-        zip(self.stage_sizes, self.widths, STAGE_STRIDES), start=1):
+    for s, (blocks, planes, stride, time_stride) in enumerate(
+        zip(self.stage_sizes, self.widths, STAGE_STRIDES, self.temporal_strides), start=1):
       for b in range(blocks):
-        x = Bottleneck(planes, self.cardinality, stride if b == 0 else 1,
-                       downsample=b == 0, dtype=self.dtype, name=f'layer{s}_{b}')(x, train)
+        strides = (time_stride, stride, stride) if b == 0 else (1, 1, 1)
+        x = Bottleneck(planes, self.cardinality, strides, downsample=b == 0, dtype=self.dtype,
+                       name=f'layer{s}_{b}')(x, train)
         x = self.tap(f'layer{s}.{b}', x)
       x = stage_outputs[f'layer{s}'] = self.tap(f'layer{s}', x)
     # The head runs in float32 at least (bfloat16 logits would round class scores).

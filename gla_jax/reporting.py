@@ -1,7 +1,9 @@
 """What a run shows and leaves behind: progress bar, metrics.jsonl, curves.png, TensorBoard.
 
   progress bar        tqdm on stderr: steps/s (tqdm's rate), clips/s, ETA, the
-                      latest loss; one for training, one per evaluation.
+                      latest loss; one for training, one per evaluation. Each
+                      logged step's metrics also go to stderr as one line
+                      above the bar (`step 10: train/loss 2.1, ...`).
   metrics.jsonl       one JSON object per line: {"step": s, "time": unix time,
                       "train/loss": ..., "eval/video_accuracy": ...}; training
                       and evaluation write separate lines. A resumed run first
@@ -161,7 +163,9 @@ class Reporter:
                         'eval/video_accuracy')}
     self._bar.set_extra(**shown)
     self._bar.refresh()
-    logging.info('step %d: %s', step, ', '.join(f'{k} {v:.5g}' for k, v in values.items()))
+    # Through tqdm, so the line lands above the bar rather than in the middle of it.
+    self._bar.write(f'step {step}: ' + ', '.join(f'{k} {v:.5g}' for k, v in values.items()),
+                    file=sys.stderr)
 
   def close(self) -> None:
     """Closes the bar and TensorBoard, then draws curves.png from metrics.jsonl."""

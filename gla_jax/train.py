@@ -75,6 +75,7 @@ References:
 """
 import functools
 import json
+import math
 import os
 import signal
 import threading
@@ -483,8 +484,9 @@ def check_clip_shape(model: models.ResNeXt3D, num_frames: int, crop_size: int) -
   """Feature map shapes of `model` on a T x S x S clip; raises if the clip cannot pass.
 
   The stem keeps T and halves H, W (stride (1, 2, 2)), the max pool (if the
-  model has it) halves all three and layer2..layer4 halve all three again:
-  total strides 16 in time and 32 in space (8 and 16 without the max pool).
+  model has it) halves all three and layer2..layer4 halve all three again
+  (time by `model.temporal_strides`): total strides 16 in time and 32 in
+  space for Hara's network (8 and 16 without the max pool).
   With Hara's symmetric padding every stride-2 layer maps a size n to
   ceil(n / 2), so any clip with T, S >= 1 reaches layer4 with at least
   1 x 1 x 1. A clip shorter or smaller than the strides runs, but layer4's
@@ -509,7 +511,10 @@ def check_clip_shape(model: models.ResNeXt3D, num_frames: int, crop_size: int) -
   if last is not None and min(last) < 1:
     raise ValueError(f'The last stage has a {last} feature map on a {num_frames}x{crop_size}x'
                      f'{crop_size} clip; raise data.num_frames or data.crop_size.')
-  frame_stride, pixel_stride = (16, 32) if model.max_pool else (8, 16)
+  num_stages = len(model.stage_sizes)
+  pool = 2 if model.max_pool else 1
+  frame_stride = pool * math.prod(model.temporal_strides[:num_stages])
+  pixel_stride = 2 * pool * math.prod(models.STAGE_STRIDES[:num_stages])
   if num_frames < frame_stride or crop_size < pixel_stride:
     logging.warning('A %dx%dx%d clip is smaller than the network\'s strides (%d frames, %d '
                     'pixels): layer4 (%s) is computed partly from zero padding.',
@@ -534,6 +539,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
       config_checks.numbers_tuple(model, 'model', 'stem_kernel', length=3, minimum=1,
                                   integers=True), 'config.model.stem_kernel')
   config_checks.boolean(model, 'model', 'max_pool')
+  config_checks.numbers_tuple(model, 'model', 'temporal_strides', length=len(models.STAGE_NAMES),
+                              minimum=1, integers=True)   # One per stage of every preset.
   config_checks.choice(config.train, 'train', 'optimizer', OPTIMIZERS)
   config_checks.boolean(model, 'model', 'gated')
   config_checks.choice(model, 'model', 'gate_normalization', gating.NORMALIZATIONS)

@@ -66,7 +66,10 @@ def test_jax_only_run_reports_every_figure(tmp_path):
 
 def test_run_with_pytorch_reports_ratios():
   pytest.importorskip('torch')
-  results = bench.main(SMOKE_ARGS + ['--no-memory_scaling', '--no-torch_compile'])
+  # The demo's network (configs/demo.py): 3x3x3 stem, no max pool.
+  results = bench.main(SMOKE_ARGS + ['--no-memory_scaling', '--no-torch_compile',
+                                     '--stem_kernel=3,3,3', '--no-max_pool',
+                                     '--temporal_strides=1,1,1,1'])
   expected = {'forward', 'train'} | {f'explain_{how}_{layers}' for how in ('hooks', 'autograd')
                                      for layers in ('stages', 'blocks')}
   assert set(results['torch']) == expected
@@ -76,3 +79,27 @@ def test_run_with_pytorch_reports_ratios():
   assert len(results['ratios']) == len(expected)
   assert all(_finite_positive(value) for value in results['ratios'].values())
   assert results['explanation_memory'] == {}
+
+
+def test_stem_options_reach_both_networks():
+  torch, torch_resnext = bench.import_torch()
+  if torch is None:
+    pytest.skip('PyTorch is not installed')
+  args = bench.parse_args(SMOKE_ARGS + ['--stem_kernel=3,5,5', '--no-max_pool',
+                                        '--temporal_strides=1,2,1,2'])
+  net = bench.TorchBench(torch, torch_resnext, args).net
+  assert net.conv1.kernel_size == (3, 5, 5) and isinstance(net.maxpool, torch.nn.Identity)
+  assert [net.layer2[0].conv2.stride, net.layer3[0].conv2.stride] == [(2, 2, 2), (1, 2, 2)]
+  config = bench.jax_config(args)
+  assert tuple(config.model.stem_kernel) == (3, 5, 5) and not config.model.max_pool
+  assert tuple(config.model.temporal_strides) == (1, 2, 1, 2)
+
+
+@pytest.mark.parametrize('flag, text, form', [
+    ('stem_kernel', '4,3,3', 'kT,kH,kW'), ('stem_kernel', '3,3', 'kT,kH,kW'),
+    ('stem_kernel', 'three', 'kT,kH,kW'), ('temporal_strides', '1,0,2,2', 's1,s2,s3,s4'),
+    ('temporal_strides', '1,2', 's1,s2,s3,s4')])
+def test_bad_network_flags_are_refused(flag, text, form, capsys):
+  with pytest.raises(SystemExit):
+    bench.parse_args(SMOKE_ARGS + [f'--{flag}={text}'])
+  assert form in capsys.readouterr().err

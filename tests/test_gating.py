@@ -175,3 +175,14 @@ def test_study_runs_end_to_end(tmp_path, monkeypatch):
   written = json.load(open(tmp_path / 'gated_vs_plain.json'))
   assert len(written['runs']) == 2 and written['runs'][0]['step'] == 2
   assert (tmp_path / 'gated_vs_plain.md').read_text().count('| demo_hard |') == 2
+
+
+def test_interrupted_study_exits_with_resume_hint(tmp_path, monkeypatch, capsys):
+  study = _study_module()
+  monkeypatch.setattr(study.train, 'train_and_evaluate',
+                      lambda config, workdir: {'interrupted': 'SIGTERM', 'step': 3})
+  with pytest.raises(SystemExit) as stopped:
+    study.main(['--workdir', str(tmp_path), '--seeds=1', '--difficulties=demo'])
+  assert stopped.value.code == 143
+  assert 'Stopped by SIGTERM at step 3' in capsys.readouterr().out
+  assert not (tmp_path / 'gated_vs_plain.json').exists()

@@ -33,19 +33,20 @@ def relative_error(actual, expected) -> float:
   return float(np.abs(np.asarray(actual, np.float64) - expected).max() / np.abs(expected).max())
 
 
-# Hara's stem, and the demo's small stem without the max pool (configs/demo.py).
-STEMS = {'hara': {}, 'demo': dict(stem_kernel=(3, 3, 3), max_pool=False)}
+# Hara's network, and the demo's (configs/demo.py): small stem, no max pool, no time strides.
+VARIANTS = {'hara': {}, 'demo': dict(stem_kernel=(3, 3, 3), max_pool=False,
+                                  temporal_strides=(1, 1, 1, 1))}
 
 
-@pytest.fixture(scope='module', params=sorted(STEMS))
+@pytest.fixture(scope='module', params=sorted(VARIANTS))
 def tiny_outputs(request, tmp_path_factory):
   """Logits and taps of both models on one clip, the Flax one loaded from a .pth file."""
-  stem = STEMS[request.param]
+  variant = VARIANTS[request.param]
   torch_model = torch_resnext.randomize_(
-      torch_resnext.create('tiny', num_classes=NUM_CLASSES, **stem), seed=1)
+      torch_resnext.create('tiny', num_classes=NUM_CLASSES, **variant), seed=1)
   path = tmp_path_factory.mktemp('parity') / 'resnext-tiny.pth'
   torch_resnext.save_published_checkpoint(torch_model, path, num_batches_tracked=False)
-  model = models.create('tiny', num_classes=NUM_CLASSES, **stem)
+  model = models.create('tiny', num_classes=NUM_CLASSES, **variant)
   variables = convert.torch_to_flax(convert.load_torch_checkpoint(path), model)
 
   clip = np.random.default_rng(0).normal(size=CLIP_SHAPE).astype(np.float32)
@@ -98,7 +99,7 @@ def test_strided_grouped_block_matches_pytorch(train):
   """Stride 2, groups and odd sizes: catches 'SAME'-style asymmetric padding."""
   in_channels, planes, cardinality = 32, 64, 4
   clip = np.random.default_rng(2).normal(size=(2, 7, 9, 11, in_channels)).astype(np.float32)
-  block = models.Bottleneck(planes, cardinality, strides=2, downsample=True)
+  block = models.Bottleneck(planes, cardinality, strides=(2, 2, 2), downsample=True)
   # Every value is drawn below, so only the tree is needed (an eager init takes seconds).
   variables = random_block_variables(
       jax.eval_shape(functools.partial(block.init, train=False), jax.random.key(0), clip),

@@ -143,6 +143,8 @@ def test_freeze_until_follows_hara_ft_begin_index():
     ('train', 'warmup_steps', 100, 'warmup_steps'),
     ('train', 'optimizer', 'adam', 'optimizer'),
     ('model', 'stem_kernel', (3, 4, 3), 'odd'),
+    ('model', 'temporal_strides', (1, 0, 2, 2), 'temporal_strides'),
+    ('model', 'temporal_strides', (1, 2), 'temporal_strides'),
 ])
 def test_config_errors_name_the_key(section, key, value, message):
   config = tiny.get_config()
@@ -163,6 +165,17 @@ def test_clip_shape_check():
   shapes = train.check_clip_shape(demo_model, 8, 32)
   assert shapes['conv1'] == (8, 16, 16) and shapes['layer1'] == (8, 16, 16)
   assert shapes['layer4'] == (1, 2, 2)
+  # Time stride 1 in layer2: every stage from there on keeps twice the frames.
+  kept_frames = models.create('tiny', num_classes=8, stem_kernel=(3, 3, 3), max_pool=False,
+                              temporal_strides=(1, 1, 2, 2))
+  shapes = train.check_clip_shape(kept_frames, 8, 32)
+  assert [shapes[f'layer{s}'] for s in range(1, 5)] == [(8, 16, 16), (8, 8, 8), (4, 4, 4),
+                                                        (2, 2, 2)]
+
+
+def test_temporal_strides_need_one_per_stage():
+  with pytest.raises(ValueError, match='temporal_strides=.*each of the 4 stages'):
+    train.check_clip_shape(models.create('tiny', temporal_strides=(1, 2)), 8, 32)
 
 
 # ------------------------------------------------------------------------------
@@ -245,6 +258,19 @@ def test_reporter_files(tmp_path):
   # A run resumed at step 2 drops the lines the interrupted run wrote after it.
   reporting.Reporter(str(tmp_path), total_steps=4, start_step=2, tensorboard=False).close()
   assert [r['step'] for r in reporting.read_metrics(str(tmp_path))] == [1, 2]
+
+
+def test_metric_lines_do_not_break_the_progress_bar(tmp_path, capsys):
+  reporter = reporting.Reporter(str(tmp_path), total_steps=4, clips_per_step=8,
+                                tensorboard=False)
+  for step in range(1, 5):
+    reporter.tick(step)
+    reporter.write(step, {'train/loss': 2.0 / step})
+  reporter.close()
+  lines = [line.split('\r')[-1] for line in capsys.readouterr().err.split('\n')]
+  # Each metric line is whole, on its own line, not spliced into a bar refresh.
+  assert [line for line in lines if 'train/loss' in line] == [
+      f'step {step}: train/loss {2.0 / step:.5g}' for step in range(1, 5)]
 
 
 def test_tensorboard_events(tmp_path):

@@ -42,10 +42,10 @@ def downsample_basic_block(x, planes: int, stride: int):
 
 
 class ResNeXtBottleneck(nn.Module):
-  """1x1x1 -> grouped 3x3x3 (stride) -> 1x1x1 to 2 * planes, plus the shortcut."""
+  """1x1x1 -> grouped 3x3x3 (stride: int or (sT, sH, sW)) -> 1x1x1 to 2 * planes, + shortcut."""
   expansion = 2
 
-  def __init__(self, inplanes: int, planes: int, cardinality: int, stride: int = 1,
+  def __init__(self, inplanes: int, planes: int, cardinality: int, stride=1,
                downsample: Optional[nn.Module] = None):
     super().__init__()
     mid_planes = cardinality * int(planes / 32)    # Hara's formula, verbatim.
@@ -81,6 +81,8 @@ class ResNeXt(nn.Module):
     num_classes: size of `fc`.
     stem_kernel: (kT, kH, kW) of conv1 (odd; padded by half).
     max_pool: the max pool after conv1 (Hara's `no_max_pool=False`).
+    temporal_strides: time stride of each stage's first block (Hara: the
+      spatial stride, 1, 2, 2, 2).
     shortcut_type: 'B' (1x1x1 conv + BN projection, the published ResNeXt
       weights) or 'A' (parameter-free; only to produce such checkpoints in tests).
   """
@@ -88,7 +90,8 @@ class ResNeXt(nn.Module):
   def __init__(self, stage_sizes: Sequence[int], cardinality: int = 32,
                widths: Sequence[int] = (128, 256, 512, 1024), stem_width: int = 64,
                num_classes: int = 400, stem_kernel: Sequence[int] = (7, 7, 7),
-               max_pool: bool = True, shortcut_type: str = 'B'):
+               max_pool: bool = True, temporal_strides: Sequence[int] = (1, 2, 2, 2),
+               shortcut_type: str = 'B'):
     super().__init__()
     if shortcut_type not in ('A', 'B'):
       raise ValueError(f"shortcut_type must be 'A' or 'B', got {shortcut_type!r}.")
@@ -100,9 +103,10 @@ class ResNeXt(nn.Module):
     self.relu = nn.ReLU(inplace=True)
     self.maxpool = (nn.MaxPool3d(kernel_size=3, stride=2, padding=1) if max_pool
                     else nn.Identity())
-    for s, (blocks, planes, stride) in enumerate(zip(stage_sizes, widths, (1, 2, 2, 2)), 1):
-      setattr(self, f'layer{s}',
-              self._make_layer(planes, blocks, shortcut_type, cardinality, stride))
+    for s, (blocks, planes, stride, time_stride) in enumerate(
+        zip(stage_sizes, widths, (1, 2, 2, 2), temporal_strides), 1):
+      setattr(self, f'layer{s}', self._make_layer(planes, blocks, shortcut_type, cardinality,
+                                                  (time_stride, stride, stride)))
     self.avgpool = nn.AdaptiveAvgPool3d(1)
     self.fc = nn.Linear(widths[len(stage_sizes) - 1] * ResNeXtBottleneck.expansion,
                         num_classes)
@@ -112,7 +116,7 @@ class ResNeXt(nn.Module):
     # Hara builds a shortcut whenever the stride or the width changes: in
     # practice block 0 of every stage.
     downsample = None
-    if stride != 1 or self.inplanes != out_planes:
+    if stride != (1, 1, 1) or self.inplanes != out_planes:
       if shortcut_type == 'A':
         downsample = functools.partial(downsample_basic_block, planes=out_planes,
                                        stride=stride)
