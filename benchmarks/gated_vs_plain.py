@@ -10,9 +10,10 @@ standard deviation over the seeds), parameters, and the median training
 step time. The seed sets the initialisation and the data order
 (`train.seed`); the data themselves are the same for every run.
 
-A run takes the demo's training time (about 7 minutes on a 2-core CPU), so the
-default study of 2 difficulties x 2 models x 3 seeds takes about 1.5 hours
-there; --steps shortens every run.
+A plain run takes the demo's training time (about 7 minutes on a 2-core CPU),
+a gated one about 11: one difficulty's 6 runs took 56 minutes there, the
+default study of 2 difficulties x 2 models x 3 seeds about 2 hours;
+--steps shortens every run, --difficulties picks one.
 """
 import argparse
 import json
