@@ -659,22 +659,18 @@ def format_report(results: Dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------
 
 
-def _kernel_size(text: str) -> Tuple[int, ...]:
-  try:
-    size = tuple(int(k) for k in text.split(','))
-    models.check_stem_kernel(size)
-  except ValueError as error:
-    raise argparse.ArgumentTypeError(f'{text!r}: {error} Write it as "kT,kH,kW".')
-  return size
+def _integers(check: Callable[[Tuple[int, ...]], None], form: str):
+  """An argparse type: comma-separated integers that pass `check` (a ValueError otherwise)."""
 
+  def parse(text: str) -> Tuple[int, ...]:
+    try:
+      values = tuple(int(v) for v in text.split(','))
+      check(values)
+    except ValueError as error:
+      raise argparse.ArgumentTypeError(f'{text!r}: {error} Write it as "{form}".')
+    return values
 
-def _time_strides(text: str) -> Tuple[int, ...]:
-  try:
-    strides = tuple(int(s) for s in text.split(','))
-    models.check_temporal_strides(strides, len(models.STAGE_NAMES))
-  except ValueError as error:
-    raise argparse.ArgumentTypeError(f'{text!r}: {error} Write it as "s1,s2,s3,s4".')
-  return strides
+  return parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -688,11 +684,14 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--steps', type=int, default=10, help='timed calls per variant')
   parser.add_argument('--warmup', type=int, default=1, help='untimed calls before timing')
   parser.add_argument('--num_classes', type=int, default=101)
-  parser.add_argument('--stem_kernel', default=(7, 7, 7), type=_kernel_size,
+  parser.add_argument('--stem_kernel', default=(7, 7, 7),
+                      type=_integers(models.check_stem_kernel, 'kT,kH,kW'),
                       help='conv1 kernel "kT,kH,kW" (configs/demo.py: 3,3,3)')
   parser.add_argument('--max_pool', default=True, action=argparse.BooleanOptionalAction,
                       help='the max pool after conv1 (configs/demo.py: --no-max_pool)')
-  parser.add_argument('--temporal_strides', default=models.STAGE_STRIDES, type=_time_strides,
+  parser.add_argument('--temporal_strides', default=models.STAGE_STRIDES,
+                      type=_integers(lambda strides: models.check_temporal_strides(
+                          strides, len(models.STAGE_NAMES)), 's1,s2,s3,s4'),
                       help='time stride of layer1..layer4 (configs/demo.py: 1,1,1,1)')
   parser.add_argument('--conv_impl', default='auto', choices=conv.IMPLS)
   parser.add_argument('--peak_tflops', type=float, default=None,
