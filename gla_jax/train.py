@@ -541,7 +541,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   config_checks.boolean(model, 'model', 'max_pool')
   config_checks.numbers_tuple(model, 'model', 'temporal_strides', length=len(models.STAGE_NAMES),
                               minimum=1, integers=True)   # One per stage of every preset.
-  config_checks.choice(config.train, 'train', 'optimizer', OPTIMIZERS)
+  config_checks.choice(train, 'train', 'optimizer', OPTIMIZERS)
   config_checks.boolean(model, 'model', 'gated')
   config_checks.choice(model, 'model', 'gate_normalization', gating.NORMALIZATIONS)
   config_checks.choice(model, 'model', 'gate_head', gating.HEADS)

@@ -66,7 +66,7 @@ def test_jax_only_run_reports_every_figure(tmp_path):
 
 def test_run_with_pytorch_reports_ratios():
   pytest.importorskip('torch')
-  # The demo's network (configs/demo.py): 3x3x3 stem, no max pool.
+  # The demo's network (configs/demo.py): 3x3x3 stem, no max pool, no time strides.
   results = bench.main(SMOKE_ARGS + ['--no-memory_scaling', '--no-torch_compile',
                                      '--stem_kernel=3,3,3', '--no-max_pool',
                                      '--temporal_strides=1,1,1,1'])
@@ -81,7 +81,7 @@ def test_run_with_pytorch_reports_ratios():
   assert results['explanation_memory'] == {}
 
 
-def test_stem_options_reach_both_networks():
+def test_network_options_reach_both_networks():
   torch, torch_resnext = bench.import_torch()
   if torch is None:
     pytest.skip('PyTorch is not installed')
