@@ -76,4 +76,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from gla_jax import hugepages
+  hugepages.restart_with_huge_pages()   # Faster XLA:CPU calls; see gla_jax/hugepages.py.
   app.run(main)

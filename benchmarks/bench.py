@@ -78,6 +78,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from configs import common  # pylint: disable=g-import-not-at-top
 from gla_jax import conv  # pylint: disable=g-import-not-at-top
 from gla_jax import explain  # pylint: disable=g-import-not-at-top
+from gla_jax import hugepages  # pylint: disable=g-import-not-at-top
 from gla_jax import models  # pylint: disable=g-import-not-at-top
 from gla_jax import parallel  # pylint: disable=g-import-not-at-top
 from gla_jax import train  # pylint: disable=g-import-not-at-top
@@ -616,7 +617,7 @@ def format_report(results: Dict[str, Any]) -> str:
            f'batch {config["batch"]} {config["dtype"]} on {config["device_kind"]} '
            f'(conv_impl={config["conv_impl"]} -> {config["conv_impl_resolved"]}), '
            f'{config["steps"]} timed steps; peak {config["peak_tflops"]:.3g} TFLOP/s '
-           f'({config["peak_source"]})', '']
+           f'({config["peak_source"]}); huge pages: {config["huge_pages"]}', '']
   header = (f'{"variant":<32}{"clips/s":>10}{"ms/step":>10}{"compile s":>11}{"TFLOP/s":>9}'
             f'{"% peak":>8}{"compiled":>11}{"dev peak":>11}{"RSS grow":>11}')
   lines += [header, '-' * len(header)]
@@ -755,7 +756,9 @@ def _benchmark(args: argparse.Namespace, device) -> Dict[str, Any]:
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       'device_kind': device.device_kind, 'cpu_count': os.cpu_count(),
       'machine': platform.platform(),
-      'conv_impl_resolved': conv.resolve_impl(), 'peak_tflops': peak, 'peak_source': source,
+      'conv_impl_resolved': conv.resolve_impl(),
+      'huge_pages': hugepages.status(),
+      'peak_tflops': peak, 'peak_source': source,
       'versions': _versions(torch), 'torch_available': torch is not None}}
   results['jax'], results['explanation_memory'] = benchmark_jax(args, device)
   if torch is not None:
@@ -770,4 +773,5 @@ def _benchmark(args: argparse.Namespace, device) -> Dict[str, Any]:
 
 
 if __name__ == '__main__':
+  hugepages.restart_with_huge_pages()   # Faster XLA:CPU calls; see gla_jax/hugepages.py.
   main()
