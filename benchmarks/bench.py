@@ -269,8 +269,13 @@ def jax_config(args) -> ml_collections.ConfigDict:
   return config
 
 
-def benchmark_jax(args, device) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
-  """The JAX variants ({name: figures}) and the explanation's memory growth."""
+def jax_setup(args) -> Dict[str, Any]:
+  """What the JAX variants run: {'programs': {variant: jitted}, 'arguments': {variant:
+  args}, 'carry': {variant: next call's args from a result, or None}, 'flops': ...}.
+
+  The training step donates its state, so `carry['train']` hands the new state
+  to the next call.
+  """
   config = jax_config(args)
   model = train.create_model(config)
   mesh = parallel.make_mesh(1)
@@ -294,13 +299,24 @@ def benchmark_jax(args, device) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, An
   arguments = {'forward': (variables, video), 'train': (state, batch),
                **{f'explain_{layers}': (variables, video, None) for layers in LAYER_SETS}}
   programs = _jax_programs(model, tx, learning_rate_fn, labels, mesh, explain.make_explainer)
-  flops = model_flops(arguments, model, tx, learning_rate_fn, labels, mesh)
+  carry = {name: (lambda result: (result[0], batch)) if name == 'train' else None
+           for name in programs}
+  return {'programs': programs, 'arguments': arguments, 'carry': carry,
+          'flops': functools.partial(model_flops, arguments, model, tx, learning_rate_fn,
+                                     labels, mesh),
+          'variables': variables, 'video': video}
+
+
+def benchmark_jax(args, device) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+  """The JAX variants ({name: figures}) and the explanation's memory growth."""
+  setup = jax_setup(args)
+  programs, arguments = setup['programs'], setup['arguments']
+  flops = setup['flops']()
   results = {}
   for name, jitted in programs.items():
     compiled, compile_s = _compile(jitted, *arguments[name])
-    carry = (lambda result: (result[0], batch)) if name == 'train' else None
     figures = _run_jax(compiled, arguments[name], args.steps, args.warmup, args.batch, device,
-                       carry)
+                       setup['carry'][name])
     figures.update(compile_s=compile_s, flops_per_step=flops[name],
                    compiled_bytes=_compiled_bytes(compiled))
     results[name] = figures
@@ -311,7 +327,7 @@ def benchmark_jax(args, device) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, An
     memory = explanation_memory_growth(
         {layers: programs[f'explain_{layers}'] for layers in LAYER_SETS},
         {layers: results[f'explain_{layers}']['compiled_bytes'] for layers in LAYER_SETS},
-        variables, video)
+        setup['variables'], setup['video'])
   return results, memory
 
 
@@ -674,8 +690,9 @@ def _integers(check: Callable[[Tuple[int, ...]], None], form: str):
   return parse
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def argument_parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParser:
+  """The network, clip, device and comparison flags (other scripts add theirs)."""
+  parser = argparse.ArgumentParser(description=description)
   parser.add_argument('--preset', default='resnext101', choices=sorted(models.PRESETS))
   parser.add_argument('--frames', type=int, default=16)
   parser.add_argument('--size', type=int, default=112)
@@ -706,6 +723,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--memory_scaling', default=True, action=argparse.BooleanOptionalAction,
                       help='compile the explanation at batch 2b for the memory growth')
   parser.add_argument('--out', default='', help='write the results as JSON here')
+  return parser
+
+
+def parse_args(argv=None, parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
+  """`argument_parser()`'s (or `parser`'s) flags from `argv`, checked."""
+  parser = parser or argument_parser()
   args = parser.parse_args(argv)
   if min(args.steps, args.batch, args.frames, args.size) < 1 or args.warmup < 0:
     parser.error('--steps, --batch, --frames and --size must be >= 1, --warmup >= 0.')

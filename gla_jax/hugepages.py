@@ -4,12 +4,13 @@ XLA:CPU allocates the temporaries of every call of a compiled function as one
 block (637 MiB for a ResNeXt-50 training step on 16x64x64 clips, batch 2; 257
 MiB for the demo's) and frees it when the call ends. glibc serves a block that
 large with a fresh `mmap` and returns it with `munmap`, so each call touches
-all of it anew: one page fault per 4 KiB page, 160,000 per ResNeXt-50 step,
-0.3 s of its 0.7 s on the 2-core benchmark machine. glibc's tunable
+all of it anew: one page fault per 4 KiB page, 164,000 per ResNeXt-50 step,
+0.34 s of system time on the 2-core benchmark machine. glibc's tunable
 `glibc.malloc.hugetlb=1` (glibc 2.35 or later) makes malloc ask for
 transparent huge pages (`madvise(MADV_HUGEPAGE)`) on such blocks: 2 MiB pages,
-500 times fewer faults (measured: ResNeXt-50 training step 0.75 -> 0.64 s, the
-demo's 0.25 -> 0.18 s; `benchmarks/RESULTS.md`).
+about 730 faults and 0.07 s (measured with `benchmarks/step_profile.py`,
+medians of 5 steps: ResNeXt-50 training step 0.67 -> 0.62 s, the demo's
+0.28 -> 0.22 s; `benchmarks/RESULTS.md`).
 
 The tunable is read when a process starts, so `restart_with_huge_pages`
 re-executes the running command (`os.execve`) with it added to

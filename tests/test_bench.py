@@ -103,3 +103,32 @@ def test_bad_network_flags_are_refused(flag, text, form, capsys):
   with pytest.raises(SystemExit):
     bench.parse_args(SMOKE_ARGS + [f'--{flag}={text}'])
   assert form in capsys.readouterr().err
+
+
+def test_step_profile_times_calls_and_names_the_fusions(tmp_path, capsys):
+  """`benchmarks/step_profile.py`: per-call lines, and a trace table whose rows carry op_names."""
+  import step_profile  # pylint: disable=g-import-not-at-top  (benchmarks/ on sys.path above)
+  step_profile.main(SMOKE_ARGS[:6] + ['--conv_impl=fast', '--variant=train', '--steps=2',
+                                      '--warmup=1', '--top=5', f'--trace_dir={tmp_path}'])
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith('train: tiny 4x16x16 batch 2 float32 on cpu; compiled in ')
+  calls = [line for line in lines if ' page faults (' in line]
+  assert len(calls) == 2 and all(line.split()[1] == 'ms' for line in calls)
+  table = lines[lines.index(next(line for line in lines if line.startswith('Top 5 operations'))):]
+  assert len(table) == 6
+  # Each row: time, operation, the model code's op_name (every op of a train step has one).
+  assert all(float(row.split()[0]) >= 0 and 'jit(train_step)' in row for row in table[1:]), table
+
+
+def test_step_profile_helpers_on_hand_made_input():
+  import step_profile  # pylint: disable=g-import-not-at-top
+  hlo = '\n'.join([
+      '  %fusion.1 = f32[2]{0} fusion(%p), kind=kLoop, metadata={op_name="jit(f)/layer1/add"}',
+      '  ROOT %ynn_fusion = f32[2]{0} fusion(%q), metadata={op_name="jit(f)/transpose(g)/dot"}',
+      '  %p = f32[2]{0} parameter(0)'])
+  assert step_profile.op_names(hlo) == {'fusion.1': 'jit(f)/layer1/add',
+                                        'ynn_fusion': 'jit(f)/transpose(g)/dot'}
+  events = [{'ph': 'X', 'name': 'fusion.1', 'dur': 30}, {'ph': 'X', 'name': 'fusion.1', 'dur': 10},
+            {'ph': 'X', 'name': 'ThunkExecutor::Execute', 'dur': 99},
+            {'ph': 'M', 'name': 'thread_name'}, {'ph': 'X', 'name': 'ynn_fusion', 'dur': 4}]
+  assert step_profile.fusion_times(events, calls=2) == {'fusion.1': 20.0, 'ynn_fusion': 2.0}
