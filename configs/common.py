@@ -75,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
       min_segment_frames=1,    # shorter segments are dropped (raise for flickering long videos)
       max_gap_frames=0,        # segments at most this many frames apart are merged
       clip_stride=0,           # sliding clips on long videos: frames between starts, 0 = num_frames // 2
+      video_score='mean',      # a long video's class from its clips' probabilities: mean (Hara's
+                               # video accuracy, trimmed videos) | max (the most confident clip,
+                               # for untrimmed videos whose action fills few of the clips)
       thresholds=loc_metrics.DEFAULT_THRESHOLDS,  # box thresholds swept by --mode=loc_eval
       held_out_fraction=0.5,   # clips that choose each method's threshold; the rest are reported
       iou_threshold=0.5,       # a box is correct at IoU >= this

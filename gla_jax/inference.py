@@ -30,14 +30,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from gla_jax import checkpoint, evaluate, explain, input_pipeline, localize, models
-from gla_jax import video_io, visualize
+from gla_jax import checkpoint, config_checks, evaluate, explain, input_pipeline
+from gla_jax import localize, models, video_io, visualize
 
 CONVERTED_DIR = 'converted'
 # Container of the overlay video per codec; OpenCV picks the muxer by extension.
 _CODEC_EXTENSIONS = {'mp4v': '.mp4', 'avc1': '.mp4', 'MJPG': '.avi', 'XVID': '.avi',
                      'FFV1': '.mkv'}
 _DEFAULT_FPS = 25.0
+VIDEO_SCORES = ('mean', 'max')
 
 
 def build_model(config: ml_collections.ConfigDict) -> models.ResNeXt3D:
@@ -77,6 +78,23 @@ def class_names(config: ml_collections.ConfigDict) -> List[str]:
   if len(names) != config.model.num_classes:
     names = [f'class_{k}' for k in range(config.model.num_classes)]
   return names
+
+
+def check_video_score(config: ml_collections.ConfigDict) -> str:
+  """`config.localize.video_score`, which must be one of `VIDEO_SCORES`."""
+  return config_checks.choice(config.localize, 'localize', 'video_score', VIDEO_SCORES)
+
+
+def video_scores(probabilities: np.ndarray, rule: str) -> np.ndarray:
+  """Per-class scores [C] of a video from its clips' probabilities [N, C].
+
+  'mean' averages the clips (Hara's video accuracy: a trimmed video, every clip
+  shows the action); 'max' takes each class's most confident clip (an untrimmed
+  video whose action fills few clips, where the empty clips' mean outvotes it).
+  """
+  if rule not in VIDEO_SCORES:
+    raise ValueError(f'Unknown video score rule {rule!r}; choose one of {VIDEO_SCORES}.')
+  return probabilities.mean(axis=0) if rule == 'mean' else probabilities.max(axis=0)
 
 
 def clip_stride(config: ml_collections.ConfigDict) -> int:
@@ -209,7 +227,9 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
     layers/<name>.npy the same per layer, and `gate_<stage>.npy` per gate of a
                       gated model;
     clips.json        per clip: first and last frame, explained class,
-                      probability, has_signal; the stride and crop;
+                      probability, has_signal; the stride and crop; the
+                      video's class (`config.localize.video_score`: the clips'
+                      mean, or their max for untrimmed videos);
     panel_<k>.png     clip k: frames, the attention, each layer global to
                       local, the gates (up to `max_panels` clips spread over
                       the video);
@@ -230,6 +250,7 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
   Returns:
     The output folder.
   """
+  rule = check_video_score(config)
   model = build_model(config)
   variables = load_variables(config, workdir)
   frames = video_io.read_video(video_path)                          # uint8 [N, H, W, 3]
@@ -264,10 +285,9 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
                     probability=round(float(probabilities[k, targets[k]]), 4),
                     has_signal=bool(result['has_signal'][k]))
                for k, start in enumerate(starts)]
-  # The video's class as Hara's video accuracy has it: clip scores averaged.
-  video_scores = probabilities.mean(axis=0)
-  video_class = dict(target=int(video_scores.argmax()), class_name=names[video_scores.argmax()],
-                     probability=round(float(video_scores.max()), 4))
+  scores = video_scores(probabilities, rule)
+  video_class = dict(target=int(scores.argmax()), class_name=names[scores.argmax()],
+                     probability=round(float(scores.max()), 4), video_score=rule)
 
   loc = localize_volume(stitched['attention'], config.localize) if with_localization else None
   nearest = nearest_clip(num_frames, starts, clip_frames)

@@ -48,6 +48,7 @@ def test_stitched_maps_are_the_clip_maps(setting, localized):
   info = json.load(open(os.path.join(localized, 'clips.json')))
   starts = [clip['start_frame'] for clip in info['clips']]
   assert starts == [0, 4, 8, 12] and info['clip_stride'] == 4
+  assert info['video_class']['video_score'] == 'mean'
 
   # Each clip explained on its own, from the decoded file (MJPG is lossy).
   _, normalised = input_pipeline.center_clip(video_io.read_video(path), config.data)
@@ -102,3 +103,22 @@ def test_explain_mode_writes_no_localization(setting):
   assert os.path.isfile(os.path.join(out, 'attention.npy'))
   assert os.path.isfile(os.path.join(out, 'panel_0.png'))
   assert not any(name.startswith(('localization', 'overlay')) for name in os.listdir(out))
+
+
+def test_video_score_rules_on_hand_made_probabilities():
+  # Three empty clips lean to class 0; one clip sees the action (class 2) clearly.
+  probabilities = np.array([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.0, 0.05, 0.95]])
+  np.testing.assert_allclose(inference.video_scores(probabilities, 'mean'),
+                             [0.375, 0.2375, 0.3875])
+  np.testing.assert_allclose(inference.video_scores(probabilities, 'max'), [0.5, 0.3, 0.95])
+  with pytest.raises(ValueError, match="Unknown video score rule 'avg'"):
+    inference.video_scores(probabilities, 'avg')
+
+
+def test_bad_video_score_is_refused_before_any_work(tmp_path):
+  config = tiny.get_config()
+  with config.unlocked():
+    config.localize.video_score = 'median'
+  with pytest.raises(ValueError, match=r"config.localize.video_score 'median'; choose one of "
+                                       r"\('mean', 'max'\)"):
+    inference.explain_video_file(config, str(tmp_path), str(tmp_path / 'missing.avi'))
