@@ -92,7 +92,7 @@ def write_demo_video(config: ml_collections.ConfigDict, path: str) -> Dict[str, 
   # The action lasts one clip length, as in training: a longer segment makes the
   # generator slow the motion to keep the actor in the frame (a 16-frame
   # move_left in the demo's 32-pixel frames ran at 0.97 px/frame, against the
-  # 1.9-3.8 the network learned from), and the video then shows another action.
+  # 1.9-3.8 the network learned from, and the demo model called it grow).
   clip = synthetic.generate_video(generator, index=0, num_frames=num_frames, split='val',
                                   segment_frames=(clip_frames, clip_frames))
   video_io.write_video(path, clip.video, fps=25.0, codec='MJPG')
