@@ -78,6 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
       video_score='mean',      # a long video's class from its clips' probabilities: mean (Hara's
                                # video accuracy, trimmed videos) | max (the most confident clip,
                                # for untrimmed videos whose action fills few of the clips)
+      weight_by_video_class=False,  # scale each clip's maps by its probability of the video's
+                               # class before stitching (untrimmed videos: empty clips fade)
       thresholds=loc_metrics.DEFAULT_THRESHOLDS,  # box thresholds swept by --mode=loc_eval
       held_out_fraction=0.5,   # clips that choose each method's threshold; the rest are reported
       iou_threshold=0.5,       # a box is correct at IoU >= this

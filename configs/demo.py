@@ -56,7 +56,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   config.eval.batch_size = 32
   # The main job's long video shows its action in one clip length of four: the
-  # other clips see no actor, and their mean would outvote it.
-  config.localize.video_score = 'max'
+  # other clips see no actor, and their mean would outvote it; their own-class
+  # maps would put attention where there is no action.
+  config.localize.update(video_score='max', weight_by_video_class=True)
   config.lock()
   return config

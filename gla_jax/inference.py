@@ -80,9 +80,11 @@ def class_names(config: ml_collections.ConfigDict) -> List[str]:
   return names
 
 
-def check_video_score(config: ml_collections.ConfigDict) -> str:
-  """`config.localize.video_score`, which must be one of `VIDEO_SCORES`."""
-  return config_checks.choice(config.localize, 'localize', 'video_score', VIDEO_SCORES)
+def check_video_settings(config: ml_collections.ConfigDict) -> Tuple[str, bool]:
+  """(`config.localize.video_score`, one of `VIDEO_SCORES`;
+  `config.localize.weight_by_video_class`, a bool), checked."""
+  return (config_checks.choice(config.localize, 'localize', 'video_score', VIDEO_SCORES),
+          config_checks.boolean(config.localize, 'localize', 'weight_by_video_class'))
 
 
 def video_scores(probabilities: np.ndarray, rule: str) -> np.ndarray:
@@ -162,10 +164,17 @@ def map_keys(result: Dict[str, np.ndarray]) -> List[str]:
   return [key for key in result if key == 'attention' or key.startswith(('layer/', 'gate/'))]
 
 
-def stitch_maps(result: Dict[str, np.ndarray], starts: Sequence[int],
-                num_frames: int) -> Dict[str, np.ndarray]:
-  """Every map of `explain_clips` output as one [num_frames, S, S] volume (`localize.stitch`)."""
-  return {key: localize.stitch(result[key], starts, num_frames) for key in map_keys(result)}
+def stitch_maps(result: Dict[str, np.ndarray], starts: Sequence[int], num_frames: int,
+                clip_weights: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+  """Every map of `explain_clips` output as one [num_frames, S, S] volume (`localize.stitch`).
+
+  `clip_weights` [N] scale each clip's maps before the covering clips are
+  averaged (None: all 1).
+  """
+  weights = np.ones(len(starts)) if clip_weights is None else np.asarray(clip_weights)
+  return {key: localize.stitch(np.asarray(result[key]) * weights[:, None, None, None], starts,
+                               num_frames)
+          for key in map_keys(result)}
 
 
 def boxes_to_frame(boxes: np.ndarray, region: Tuple[int, int, int], crop_size: int) -> np.ndarray:
@@ -227,9 +236,14 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
     layers/<name>.npy the same per layer, and `gate_<stage>.npy` per gate of a
                       gated model;
     clips.json        per clip: first and last frame, explained class,
-                      probability, has_signal; the stride and crop; the
-                      video's class (`config.localize.video_score`: the clips'
-                      mean, or their max for untrimmed videos);
+                      probability, the video class's probability, has_signal;
+                      the stride and crop; the video's class
+                      (`config.localize.video_score`: the clips' mean, or
+                      their max for untrimmed videos). With
+                      `config.localize.weight_by_video_class` every clip's
+                      maps are scaled by its probability of the video's class
+                      before stitching, so clips that do not see the action
+                      fade from the volume (untrimmed videos);
     panel_<k>.png     clip k: frames, the attention, each layer global to
                       local, the gates (up to `max_panels` clips spread over
                       the video);
@@ -250,7 +264,7 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
   Returns:
     The output folder.
   """
-  rule = check_video_score(config)
+  rule, weight_by_video_class = check_video_settings(config)
   model = build_model(config)
   variables = load_variables(config, workdir)
   frames = video_io.read_video(video_path)                          # uint8 [N, H, W, 3]
@@ -265,7 +279,15 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
   stride = clip_stride(config)
   starts, indices = sliding_clips(num_frames, clip_frames, stride)
   result = explain_clips(model, variables, normalised[indices], config.explain)
-  stitched = stitch_maps(result, starts, num_frames)
+  names = class_names(config)
+  probabilities = np.asarray(jax.nn.softmax(result['logits'], axis=-1))
+  scores = video_scores(probabilities, rule)
+  video_class = dict(target=int(scores.argmax()), class_name=names[scores.argmax()],
+                     probability=round(float(scores.max()), 4), video_score=rule,
+                     weight_by_video_class=weight_by_video_class)
+  video_class_probability = probabilities[:, video_class['target']]
+  stitched = stitch_maps(result, starts, num_frames,
+                         video_class_probability if weight_by_video_class else None)
 
   name = os.path.splitext(os.path.basename(video_path))[0]
   out_dir = os.path.join(workdir, 'localize' if with_localization else 'explain', name)
@@ -277,17 +299,13 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
       filename = layer if kind == 'layer' else f'gate_{layer}'
       np.save(os.path.join(out_dir, 'layers', filename + '.npy'), volume)
 
-  names = class_names(config)
-  probabilities = np.asarray(jax.nn.softmax(result['logits'], axis=-1))
   targets = result['target'].astype(int)
   clip_info = [dict(start_frame=int(start), end_frame=int(min(start + clip_frames, num_frames)),
                     target=int(targets[k]), class_name=names[targets[k]],
                     probability=round(float(probabilities[k, targets[k]]), 4),
+                    video_class_probability=round(float(video_class_probability[k]), 4),
                     has_signal=bool(result['has_signal'][k]))
                for k, start in enumerate(starts)]
-  scores = video_scores(probabilities, rule)
-  video_class = dict(target=int(scores.argmax()), class_name=names[scores.argmax()],
-                     probability=round(float(scores.max()), 4), video_score=rule)
 
   loc = localize_volume(stitched['attention'], config.localize) if with_localization else None
   nearest = nearest_clip(num_frames, starts, clip_frames)

@@ -118,7 +118,7 @@ def localize_demo_video(config: ml_collections.ConfigDict, workdir: str) -> Dict
 def main_job(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """`--mode=all`: train, evaluate, compare the attention methods' localization, draw."""
   from gla_jax import inference, loc_eval  # pylint: disable=g-import-not-at-top
-  inference.check_video_score(config)    # Used after training: refuse a bad value before it.
+  inference.check_video_settings(config)    # Used after training: refuse bad values before it.
   start = time.perf_counter()
   final = train(config, workdir)
   trained = time.perf_counter()

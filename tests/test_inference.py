@@ -49,6 +49,8 @@ def test_stitched_maps_are_the_clip_maps(setting, localized):
   starts = [clip['start_frame'] for clip in info['clips']]
   assert starts == [0, 4, 8, 12] and info['clip_stride'] == 4
   assert info['video_class']['video_score'] == 'mean'
+  assert info['video_class']['weight_by_video_class'] is False
+  assert all(0 <= clip['video_class_probability'] <= 1 for clip in info['clips'])
 
   # Each clip explained on its own, from the decoded file (MJPG is lossy).
   _, normalised = input_pipeline.center_clip(video_io.read_video(path), config.data)
@@ -115,10 +117,25 @@ def test_video_score_rules_on_hand_made_probabilities():
     inference.video_scores(probabilities, 'avg')
 
 
-def test_bad_video_score_is_refused_before_any_work(tmp_path):
+@pytest.mark.parametrize('key, value, error, message', [
+    ('video_score', 'median', ValueError,
+     r"config.localize.video_score 'median'; choose one of \('mean', 'max'\)"),
+    ('weight_by_video_class', None, TypeError,
+     r"config.localize.weight_by_video_class=None: must be True or False"),
+])
+def test_bad_video_settings_are_refused_before_any_work(tmp_path, key, value, error, message):
   config = tiny.get_config()
   with config.unlocked():
-    config.localize.video_score = 'median'
-  with pytest.raises(ValueError, match=r"config.localize.video_score 'median'; choose one of "
-                                       r"\('mean', 'max'\)"):
+    config.localize[key] = value
+  with pytest.raises(error, match=message):
     inference.explain_video_file(config, str(tmp_path), str(tmp_path / 'missing.avi'))
+
+
+def test_clip_weights_scale_each_clip_before_stitching():
+  # Two 4-frame clips of a 6-frame video, starting at 0 and 2: frames 2-3 are shared.
+  maps = np.stack([np.full((4, 2, 2), 1.0), np.full((4, 2, 2), 3.0)]).astype(np.float32)
+  result = {'attention': maps}
+  plain = inference.stitch_maps(result, [0, 2], 6)['attention'][:, 0, 0]
+  np.testing.assert_allclose(plain, [1, 1, 2, 2, 3, 3])
+  weighted = inference.stitch_maps(result, [0, 2], 6, np.array([1.0, 0.1]))['attention'][:, 0, 0]
+  np.testing.assert_allclose(weighted, [1, 1, 0.65, 0.65, 0.3, 0.3], rtol=1e-6)
