@@ -735,7 +735,7 @@ def parse_args(argv=None, parser: Optional[argparse.ArgumentParser] = None) -> a
   return args
 
 
-def _select_device(name: str):
+def select_device(name: str):
   """The first JAX device of the platform --device names (set before JAX starts)."""
   platform_name = {'gpu': 'cuda', 'cpu': 'cpu'}[name]
   jax.config.update('jax_platforms', platform_name)   # No effect once JAX has started.
@@ -760,7 +760,7 @@ def _versions(torch) -> Dict[str, str]:
 def main(argv=None) -> Dict[str, Any]:
   """Runs every variant, prints the report, writes --out; returns the results."""
   args = parse_args(argv)
-  device = _select_device(args.device)
+  device = select_device(args.device)
   with conv.use_impl(args.conv_impl):   # Read when each program is traced.
     return _benchmark(args, device)
 

@@ -90,7 +90,7 @@ def main(argv=None) -> None:
   parser.add_argument('--trace_dir', default='', help='also trace two calls into this directory')
   parser.add_argument('--top', type=int, default=30, help='operations listed from the trace')
   args = bench.parse_args(argv, parser)
-  bench._select_device(args.device)
+  bench.select_device(args.device)
   with conv.use_impl(args.conv_impl):
     setup = bench.jax_setup(args)
     name = args.variant

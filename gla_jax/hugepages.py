@@ -23,7 +23,7 @@ way, only the time differs). This module imports nothing heavy.
 import os
 import platform
 import sys
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 TUNABLE = 'glibc.malloc.hugetlb=1'
 OPT_OUT = 'GLA_JAX_HUGE_PAGES'
@@ -90,16 +90,15 @@ def status(environ: Mapping[str, str] = os.environ) -> str:
   return f'off ({why_not_restart(environ) or "not restarted with the tunable"})'
 
 
-def restart_with_huge_pages(argv: Optional[Sequence[str]] = None) -> None:
+def restart_with_huge_pages() -> None:
   """Re-executes this Python command with `TUNABLE` set; returns only if it need not.
 
   Call it first thing in a script's `__main__` block, before JAX starts (what
-  ran before is run again). `argv` defaults to the command as it was started
-  (`sys.orig_argv`, interpreter options included).
+  ran before is run again). The command is the one the process was started
+  with (`sys.orig_argv`, interpreter options included).
   """
   if why_not_restart() is not None:
     return
-  argv = list(sys.orig_argv if argv is None else argv)
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *argv[1:]], with_tunable(os.environ))
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], with_tunable(os.environ))

@@ -171,9 +171,12 @@ def stitch_maps(result: Dict[str, np.ndarray], starts: Sequence[int], num_frames
   `clip_weights` [N] scale each clip's maps before the covering clips are
   averaged (None: all 1).
   """
-  weights = np.ones(len(starts)) if clip_weights is None else np.asarray(clip_weights)
-  return {key: localize.stitch(np.asarray(result[key]) * weights[:, None, None, None], starts,
-                               num_frames)
+  def weighted(maps):
+    if clip_weights is None:
+      return maps
+    return np.asarray(maps) * np.asarray(clip_weights, np.float32)[:, None, None, None]
+
+  return {key: localize.stitch(weighted(result[key]), starts, num_frames)
           for key in map_keys(result)}
 
 

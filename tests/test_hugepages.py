@@ -64,13 +64,18 @@ _SCRIPT = textwrap.dedent('''
 ''')
 
 
+def _environ(**env):
+  """This process's environment without the settings under test, plus `env`."""
+  environ = {key: value for key, value in os.environ.items()
+             if key not in ('GLIBC_TUNABLES', hugepages.OPT_OUT)}
+  return {**environ, **env}
+
+
 def _run(tmp_path, **env):
   script = tmp_path / 'script.py'
   script.write_text(_SCRIPT.format(repo=REPO))
-  environ = {key: value for key, value in os.environ.items()
-             if key not in ('GLIBC_TUNABLES', 'GLA_JAX_HUGE_PAGES')}
   result = subprocess.run([sys.executable, str(script), '--flag=1'], capture_output=True,
-                          text=True, env={**environ, **env}, check=True, timeout=60)
+                          text=True, env=_environ(**env), check=True, timeout=60)
   return result.stdout.splitlines()
 
 
@@ -102,9 +107,8 @@ def test_tunable_cuts_page_faults_of_a_large_block():
     pytest.skip(f'huge pages do not apply here: {hugepages.why_not_restart({})}')
 
   def faults(**env):
-    environ = {key: value for key, value in os.environ.items() if key != 'GLIBC_TUNABLES'}
     return int(subprocess.run([sys.executable, '-c', _FAULTS], capture_output=True, text=True,
-                              env={**environ, **env}, check=True, timeout=60).stdout)
+                              env=_environ(**env), check=True, timeout=60).stdout)
 
   small_pages = faults()
   huge_pages = faults(GLIBC_TUNABLES=hugepages.TUNABLE)
