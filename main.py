@@ -49,14 +49,16 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietCheckpointing())
   # Imported here so that `--help` and flag errors answer without loading JAX.
-  from gla_jax import convert, inference, loc_eval
+  from gla_jax.models import convert
+  from gla_jax.explain import long_video
+  from gla_jax.explain import comparison
 
   config, workdir = FLAGS.config, FLAGS.workdir
   if FLAGS.mode == 'convert':
     if not FLAGS.torch_checkpoint:
       raise app.UsageError('--mode=convert needs --torch_checkpoint=PATH.pth')
-    directory = f'{workdir}/{inference.CONVERTED_DIR}'
-    convert.convert_checkpoint(FLAGS.torch_checkpoint, inference.build_model(config), directory,
+    directory = f'{workdir}/{long_video.CONVERTED_DIR}'
+    convert.convert_checkpoint(FLAGS.torch_checkpoint, long_video.build_model(config), directory,
                                drop_head=FLAGS.drop_head)
     logging.info('Converted %s into %s', FLAGS.torch_checkpoint, directory)
     print(f'Converted weights: {directory}')
@@ -64,11 +66,11 @@ def main(argv):
     if not FLAGS.video:
       raise app.UsageError(f'--mode={FLAGS.mode} needs --video=PATH')
     with_localization = FLAGS.mode == 'localize'
-    out_dir = inference.explain_video_file(config, workdir, FLAGS.video,
+    out_dir = long_video.explain_video_file(config, workdir, FLAGS.video,
                                            with_localization=with_localization)
     print(f'{"Localization" if with_localization else "Explanations"}: {out_dir}')
   elif FLAGS.mode == 'loc_eval':
-    result = loc_eval.run(config, workdir)
+    result = comparison.run(config, workdir)
     print(f'Localization comparison: {result["files"]["markdown"]}')
   else:
     from gla_jax import jobs

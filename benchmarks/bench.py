@@ -75,13 +75,13 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from configs import common  # pylint: disable=g-import-not-at-top
-from gla_jax import conv  # pylint: disable=g-import-not-at-top
+from gla_jax import defaults  # pylint: disable=g-import-not-at-top
+from gla_jax.models import conv  # pylint: disable=g-import-not-at-top
 from gla_jax import explain  # pylint: disable=g-import-not-at-top
 from gla_jax import hugepages  # pylint: disable=g-import-not-at-top
 from gla_jax import models  # pylint: disable=g-import-not-at-top
 from gla_jax import parallel  # pylint: disable=g-import-not-at-top
-from gla_jax import train  # pylint: disable=g-import-not-at-top
+from gla_jax.training import train  # pylint: disable=g-import-not-at-top
 
 LAYER_SETS = ('stages', 'blocks')
 # Dense peak TFLOP/s of an H200 (SXM), by compute dtype.
@@ -261,7 +261,7 @@ def network_options(args) -> Dict[str, Any]:
 
 def jax_config(args) -> ml_collections.ConfigDict:
   """The project config of the benchmarked network, clip and batch."""
-  config = common.get_config()
+  config = defaults.base_config()
   config.model.update(preset=args.preset, num_classes=args.num_classes, dtype=args.dtype,
                       **network_options(args))
   config.data.update(num_frames=args.frames, crop_size=args.size)

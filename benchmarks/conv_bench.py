@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bench  # pylint: disable=g-import-not-at-top  (benchmarks/, the script's directory)
-from gla_jax import conv  # pylint: disable=g-import-not-at-top
+from gla_jax.models import conv  # pylint: disable=g-import-not-at-top
 from gla_jax import models  # pylint: disable=g-import-not-at-top
 
 PASSES = ('fwd', 'dx', 'dw')

@@ -28,9 +28,9 @@ import jax  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 
 from configs import demo  # pylint: disable=g-import-not-at-top
-from gla_jax import convert  # pylint: disable=g-import-not-at-top
-from gla_jax import reporting  # pylint: disable=g-import-not-at-top
-from gla_jax import train  # pylint: disable=g-import-not-at-top
+from gla_jax.models import convert  # pylint: disable=g-import-not-at-top
+from gla_jax.outputs import reports  # pylint: disable=g-import-not-at-top
+from gla_jax.training import train  # pylint: disable=g-import-not-at-top
 
 RESULT_NAME = 'gated_vs_plain'
 DIFFICULTIES = ('demo', 'demo_hard')
@@ -69,7 +69,7 @@ def run_once(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     print(f'Stopped by {final["interrupted"]} at step {final["step"]} of {workdir}; run the same '
           'command again to resume the study.', flush=True)
     sys.exit(143)
-  rates = [record['train/steps_per_second'] for record in reporting.read_metrics(workdir)
+  rates = [record['train/steps_per_second'] for record in reports.read_metrics(workdir)
            if 'train/steps_per_second' in record]
   return dict(clip_accuracy=float(final['eval/clip_accuracy']), step=int(final['step']),
               step_time_s=1.0 / statistics.median(rates) if rates else float('nan'))

@@ -20,8 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gla_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-from gla_jax import synthetic  # pylint: disable=g-import-not-at-top
+from gla_jax import defaults  # pylint: disable=g-import-not-at-top
+from gla_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+from gla_jax.data import synthetic  # pylint: disable=g-import-not-at-top
 
 
 def _rate(batches, num_batches, batch_size):
@@ -52,7 +53,7 @@ def main():
   print(f'{os.cpu_count()} CPU cores; {args.batches} batches of {args.batch_size} '
         '16x112x112 clips per setting', flush=True)
 
-  config = input_pipeline.default_data_config()
+  config = defaults.data_config()
   config.synthetic.train_size = 4096
   for worker_type in ('thread', 'process'):
     for workers in args.workers:
@@ -67,7 +68,7 @@ def main():
     synthetic.export_video_folder(root, generator, 'train', size=args.folder_videos)
     print(f'exported {args.folder_videos} MJPG videos (48 x 120 x 160) in '
           f'{time.perf_counter() - start:.1f} s', flush=True)
-    config = input_pipeline.default_data_config()
+    config = defaults.data_config()
     config.source, config.root = 'folder', root
     for worker_type in ('thread', 'process'):
       for workers in args.workers:

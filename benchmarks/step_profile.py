@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # pylint: disable=g-import-not-at-top
 
 import bench  # pylint: disable=g-import-not-at-top  (benchmarks/, the script's directory)
-from gla_jax import conv  # pylint: disable=g-import-not-at-top
+from gla_jax.models import conv  # pylint: disable=g-import-not-at-top
 from gla_jax import hugepages  # pylint: disable=g-import-not-at-top
 
 VARIANTS = ('train', 'explain_stages', 'explain_blocks', 'forward')

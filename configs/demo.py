@@ -14,12 +14,12 @@ the published weights expect.
 """
 import ml_collections
 
-from configs import common
+from gla_jax import defaults
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
   del arg   # No variants.
-  config = common.get_config()
+  config = defaults.base_config()
   config.model.preset = 'tiny'
   config.model.num_classes = 8          # synthetic.CLASS_NAMES
   config.model.stem_kernel = (3, 3, 3)

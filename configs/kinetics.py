@@ -16,12 +16,12 @@ a cosine decay; bfloat16 compute, float32 parameters and BatchNorm statistics.
 """
 import ml_collections
 
-from configs import common
+from gla_jax import defaults
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
   del arg   # No variants.
-  config = common.get_config()
+  config = defaults.base_config()
   config.model.update(preset='resnext101', num_classes=400, dtype='bfloat16')
 
   data = config.data

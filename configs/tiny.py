@@ -8,12 +8,12 @@ takes (layer4 is 1 x 1 x 1; a warning says the clip is below the strides).
 """
 import ml_collections
 
-from configs import common
+from gla_jax import defaults
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
   del arg   # No variants.
-  config = common.get_config()
+  config = defaults.base_config()
   config.model.preset = 'tiny'
   config.model.num_classes = 8          # synthetic.CLASS_NAMES
 

@@ -25,7 +25,7 @@ point it at the .pth file instead to convert on the fly.
 """
 import ml_collections
 
-from configs import common
+from gla_jax import defaults
 
 SOURCES = ('tfds', 'folder')
 
@@ -33,7 +33,7 @@ SOURCES = ('tfds', 'folder')
 def get_config(source: str = 'tfds') -> ml_collections.ConfigDict:
   if source not in SOURCES:
     raise ValueError(f'configs/ucf101.py:{source}: choose one of {SOURCES} after the colon.')
-  config = common.get_config()
+  config = defaults.base_config()
   config.model.update(preset='resnext101', num_classes=101, dtype='bfloat16')
 
   data = config.data

@@ -11,7 +11,7 @@ on the config's data:
      on validation clips (`loc_eval`), writing the table and example panels;
   3. for the synthetic source: write one long validation video with a known
      action segment, explain it with sliding clips and localize the action in
-     it (`inference.explain_video_file`), writing the overlay video.
+     it (`long_video.explain_video_file`), writing the overlay video.
 """
 import json
 import os
@@ -23,9 +23,9 @@ from absl import logging
 import jax
 import ml_collections
 
-from gla_jax import checkpoint
-from gla_jax import evaluate as evaluate_lib
-from gla_jax import train as train_lib
+from gla_jax.training import checkpoints
+from gla_jax.training import evaluate as evaluate_lib
+from gla_jax.training import train as train_lib
 
 # The long demo video: clips of the config's length, this many clips long.
 DEMO_VIDEO_CLIPS = 4
@@ -52,14 +52,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   if final.get('interrupted'):
     _print_outputs(f'Stopped by {final["interrupted"]} at step {final["step"]}; run the same '
                    'command again to resume from:',
-                   [os.path.join(workdir, checkpoint.CHECKPOINTS_DIR)])
+                   [os.path.join(workdir, checkpoints.CHECKPOINTS_DIR)])
     # 128 + SIGTERM, the status a shell reports for a terminated process.
     sys.exit(143)
   eval_metrics = {key.split('/', 1)[1]: value for key, value in final.items()
                   if key.startswith('eval/')}
   split = config.eval.split
   _print_outputs(f'Trained to step {final["step"]}: ' + _accuracy_line(eval_metrics), [
-      f'checkpoints:   {os.path.join(workdir, checkpoint.CHECKPOINTS_DIR)}',
+      f'checkpoints:   {os.path.join(workdir, checkpoints.CHECKPOINTS_DIR)}',
       f'metrics:       {os.path.join(workdir, "metrics.jsonl")}',
       f'curves:        {os.path.join(workdir, "curves.png")}',
       f'evaluation:    {evaluate_lib.results_path(workdir, split)}',
@@ -85,7 +85,9 @@ def write_demo_video(config: ml_collections.ConfigDict, path: str) -> Dict[str, 
     Its ground truth: label, class name, the segment and the number of frames.
   """
   # Imported here: only the synthetic main job needs them.
-  from gla_jax import input_pipeline, synthetic, video_io  # pylint: disable=g-import-not-at-top
+  from gla_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from gla_jax.data import synthetic
+  from gla_jax.data import video_io
   generator = input_pipeline.SyntheticSource(config.data, 'eval').config
   clip_frames = int(config.data.num_frames)
   num_frames = DEMO_VIDEO_CLIPS * clip_frames
@@ -103,10 +105,11 @@ def write_demo_video(config: ml_collections.ConfigDict, path: str) -> Dict[str, 
 
 def localize_demo_video(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Writes the long demo video, localizes the action in it, and compares with its truth."""
-  from gla_jax import inference, localize  # pylint: disable=g-import-not-at-top
+  from gla_jax.explain import long_video  # pylint: disable=g-import-not-at-top
+  from gla_jax.explain import localize
   os.makedirs(os.path.join(workdir, 'videos'), exist_ok=True)
   truth = write_demo_video(config, os.path.join(workdir, 'videos', DEMO_VIDEO_NAME + '.avi'))
-  out_dir = inference.explain_video_file(config, workdir, truth['video'])
+  out_dir = long_video.explain_video_file(config, workdir, truth['video'])
   with open(os.path.join(out_dir, 'localization.json')) as f:
     found = json.load(f)
   segments = [(s['start_frame'], s['end_frame']) for s in found['segments']]
@@ -117,12 +120,13 @@ def localize_demo_video(config: ml_collections.ConfigDict, workdir: str) -> Dict
 
 def main_job(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """`--mode=all`: train, evaluate, compare the attention methods' localization, draw."""
-  from gla_jax import inference, loc_eval  # pylint: disable=g-import-not-at-top
-  inference.check_video_settings(config)    # Used after training: refuse bad values before it.
+  from gla_jax.explain import long_video  # pylint: disable=g-import-not-at-top
+  from gla_jax.explain import comparison
+  long_video.check_video_settings(config)    # Used after training: refuse bad values before it.
   start = time.perf_counter()
   final = train(config, workdir)
   trained = time.perf_counter()
-  loc_eval.run(config, workdir)     # Writes the table and pictures.
+  comparison.run(config, workdir)     # Writes the table and pictures.
   demo: Optional[Dict[str, Any]] = None
   if config.data.source == 'synthetic' and _is_main_process():
     demo = localize_demo_video(config, workdir)
@@ -131,7 +135,7 @@ def main_job(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       wall_time_s=round(elapsed, 1), train_wall_time_s=round(trained - start, 1),
       step=final['step'],
       **{key: final[key] for key in final if key.startswith(('eval/', 'best/'))},
-      localization_table=os.path.join(workdir, loc_eval.OUTPUT_DIR, loc_eval.MARKDOWN_FILE),
+      localization_table=os.path.join(workdir, comparison.OUTPUT_DIR, comparison.MARKDOWN_FILE),
       long_video=demo)
   if _is_main_process():
     with open(os.path.join(workdir, 'main_job.json'), 'w') as f:

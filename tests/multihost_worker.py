@@ -1,6 +1,6 @@
 """One process of the multi-host training test (run by tests/test_multihost.py).
 
-  python tests/multihost_worker.py PROCESS_ID NUM_PROCESSES PORT WORKDIR OUT.npz
+  python -m tests.multihost_worker PROCESS_ID NUM_PROCESSES PORT WORKDIR OUT.npz
 
 Joins the other processes with `jax.distributed.initialize` over loopback
 (CPU collectives through gloo), trains configs/tiny.py for a few steps in
@@ -9,14 +9,10 @@ WORKDIR (each process reads its own rows of every global batch), and process
 reference: it simulates as many CPU devices as the multi-process run has in
 total, so both runs use the same mesh and the same global batches.
 """
-import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import jax  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+import jax
+import numpy as np
 
 TOTAL_DEVICES = 2
 NUM_STEPS = 3
@@ -31,7 +27,7 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, out: str)
                                num_processes=num_processes, process_id=process_id,
                                initialization_timeout=120)
   from configs import tiny  # pylint: disable=g-import-not-at-top
-  from gla_jax import train  # pylint: disable=g-import-not-at-top
+  from gla_jax.training import train  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   with config.unlocked():
     config.train.num_steps = NUM_STEPS
@@ -48,8 +44,8 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, out: str)
 
 
 def train_variables(workdir: str):
-  from gla_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  return checkpoint.load_training_variables(workdir, 'latest')
+  from gla_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+  return checkpoints.load_training_variables(workdir, 'latest')
 
 
 if __name__ == '__main__':

@@ -56,7 +56,6 @@ def test_transparent_huge_page_setting_is_read(tmp_path):
 
 _SCRIPT = textwrap.dedent('''
     import os, sys
-    sys.path.insert(0, {repo!r})
     print('started', os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:], flush=True)
     from gla_jax import hugepages
     hugepages.restart_with_huge_pages()
@@ -73,9 +72,10 @@ def _environ(**env):
 
 def _run(tmp_path, **env):
   script = tmp_path / 'script.py'
-  script.write_text(_SCRIPT.format(repo=REPO))
+  script.write_text(_SCRIPT)
   result = subprocess.run([sys.executable, str(script), '--flag=1'], capture_output=True,
-                          text=True, env=_environ(**env), check=True, timeout=60)
+                          text=True, env=_environ(PYTHONPATH=REPO, **env), check=True,
+                          timeout=60)
   return result.stdout.splitlines()
 
 

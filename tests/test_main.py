@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from gla_jax import synthetic, video_io
+from gla_jax.data import synthetic
+from gla_jax.data import video_io
 
-torch_resnext = pytest.importorskip('torch_resnext')
+torch_resnext = pytest.importorskip('tests.torch_resnext')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config=configs/common.py', '--config.model.preset=tiny',

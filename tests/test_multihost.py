@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multihost_worker.py')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 400
 
 
@@ -26,9 +26,9 @@ def _launch(num_processes: int, workdir: str, out: str):
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
-  return [subprocess.Popen([sys.executable, WORKER, str(i), str(num_processes), str(port),
-                            workdir, out], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+  return [subprocess.Popen([sys.executable, '-m', 'tests.multihost_worker', str(i),
+                            str(num_processes), str(port), workdir, out], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
           for i in range(num_processes)]
 
 

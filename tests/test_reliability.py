@@ -29,14 +29,14 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from gla_jax import checkpoint
-from gla_jax import convert
+from gla_jax.training import checkpoints
+from gla_jax.models import convert
 from gla_jax import explain
-from gla_jax import input_pipeline
+from gla_jax.data import input_pipeline
 from gla_jax import models
-from gla_jax import reporting
-from gla_jax import train
-from gla_jax import video_io
+from gla_jax.outputs import reports
+from gla_jax.training import train
+from gla_jax.data import video_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CACHE_OPTIONS = {'jax_persistent_cache_min_compile_time_secs': 0.0,
@@ -74,7 +74,7 @@ def _config(**train_overrides) -> ml_collections.ConfigDict:
 
 def _params(workdir, step=None):
   """The parameters of a workdir's checkpoint of `step` (default: the latest)."""
-  with checkpoint.TrainCheckpointManager(os.path.join(workdir, 'checkpoints'),
+  with checkpoints.TrainCheckpointManager(os.path.join(workdir, 'checkpoints'),
                                          read_only=True) as manager:
     return manager.restore_variables(step)[0]['params']
 
@@ -319,7 +319,7 @@ def test_checkpoints_of_another_model_name_the_fix(tiny_model):
 ])
 def test_converting_another_architecture_names_the_fix(torch_preset, num_classes, fix):
   torch = pytest.importorskip('torch')
-  torch_resnext = pytest.importorskip('torch_resnext')
+  torch_resnext = pytest.importorskip('tests.torch_resnext')
   with torch.device('meta'):   # Shapes only: no weights allocated.
     state = torch_resnext.create(torch_preset, num_classes=num_classes).state_dict()
   state = {key: np.broadcast_to(np.float32(0), value.shape) for key, value in state.items()}
@@ -332,7 +332,7 @@ def test_converting_another_architecture_names_the_fix(torch_preset, num_classes
     ('tiny', 5, r"'tiny' model with 5 classes.*drop_head=True"),
 ])
 def test_resuming_another_models_workdir_is_refused(tmp_path, saved_preset, saved_classes, fix):
-  with checkpoint.TrainCheckpointManager(tmp_path / 'checkpoints') as manager:
+  with checkpoints.TrainCheckpointManager(tmp_path / 'checkpoints') as manager:
     manager.save(3, {'params': {'w': np.zeros(2)}},
                  {'step': 3, 'preset': saved_preset, 'num_classes': saved_classes})
   with pytest.raises(ValueError, match=fix):
@@ -341,7 +341,7 @@ def test_resuming_another_models_workdir_is_refused(tmp_path, saved_preset, save
 
 def test_resuming_after_a_state_changing_config_edit_lists_the_changes(tmp_path):
   started = _config()
-  with checkpoint.TrainCheckpointManager(tmp_path / 'checkpoints') as manager:
+  with checkpoints.TrainCheckpointManager(tmp_path / 'checkpoints') as manager:
     manager.save(3, {'params': {'w': np.zeros(2)}},
                  {'step': 3, 'preset': 'tiny', 'num_classes': 8, 'config': started.to_dict()})
   edited = _config(momentum=0.0)   # No momentum buffer: another optimizer state.
@@ -482,8 +482,8 @@ def test_an_unfinished_save_is_invisible(tmp_path):
   directory.mkdir()
   # What a process killed inside its first save leaves.
   (directory / '1.orbax-checkpoint-tmp-1234' / 'state').mkdir(parents=True)
-  assert not checkpoint.has_training_checkpoints(tmp_path)
-  with checkpoint.TrainCheckpointManager(directory, read_only=True) as manager:
+  assert not checkpoints.has_training_checkpoints(tmp_path)
+  with checkpoints.TrainCheckpointManager(directory, read_only=True) as manager:
     assert manager.latest_step() is None and manager.all_steps() == []
 
 
@@ -494,7 +494,7 @@ jax.config.update('jax_num_cpu_devices', 4)   # As tests/conftest.py.
 for name, value in json.loads(os.environ['JAX_OPTIONS']).items():
   jax.config.update(name, value)
 import orbax.checkpoint as ocp
-from gla_jax import train
+from gla_jax.training import train
 import test_reliability
 
 stall = int(os.environ['STALL_AT_STEP'])
@@ -547,7 +547,7 @@ def test_sigkill_inside_a_checkpoint_write_resumes_to_the_same_parameters(
   assert code == -signal.SIGKILL, (out, err[-3000:])
   names = os.listdir(os.path.join(workdir, 'checkpoints'))
   assert any(name.startswith('3.') and 'tmp' in name for name in names), names
-  assert checkpoint.training_step(workdir) == 2     # The half-written step is not picked up.
+  assert checkpoints.training_step(workdir) == 2     # The half-written step is not picked up.
 
   code, out, err = run(stall=0)
   assert code == 0, err[-3000:]
@@ -566,7 +566,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, reference):
   previous_handler = signal.getsignal(signal.SIGTERM)
   result = train.train_and_evaluate(_config(), str(tmp_path))
   assert result['interrupted'] == 'SIGTERM' and result['step'] == 2
-  assert checkpoint.training_step(tmp_path) == 2
+  assert checkpoints.training_step(tmp_path) == 2
   assert signal.getsignal(signal.SIGTERM) is previous_handler
   monkeypatch.undo()
   resumed = train.train_and_evaluate(_config(), str(tmp_path))
@@ -598,9 +598,9 @@ def test_a_nan_batch_is_skipped_and_reported(tmp_path, monkeypatch, caplog):
   _assert_trees_equal(_params(tmp_path, 2), _params(tmp_path, 1))
   for leaf in jax.tree.leaves(_params(tmp_path)):
     assert np.all(np.isfinite(leaf))
-  records = {r['step']: r for r in reporting.read_metrics(str(tmp_path)) if 'train/loss' in r}
+  records = {r['step']: r for r in reports.read_metrics(str(tmp_path)) if 'train/loss' in r}
   assert records[2]['train/nonfinite_steps'] == 1 and records[3]['train/nonfinite_steps'] == 0
-  assert any('data/skipped_examples' in r for r in reporting.read_metrics(str(tmp_path)))
+  assert any('data/skipped_examples' in r for r in reports.read_metrics(str(tmp_path)))
 
 
 def test_max_nonfinite_steps_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -609,5 +609,5 @@ def test_max_nonfinite_steps_stops_and_keeps_the_last_good_checkpoint(tmp_path, 
                      match=r'2 consecutive training steps \(2 to 3\).*max_nonfinite_steps=2.*'
                            r'latest checkpoint, step 2.*lower config.train.learning_rate'):
     train.train_and_evaluate(_config(max_nonfinite_steps=2), str(tmp_path))
-  assert checkpoint.training_step(tmp_path) == 2     # Step 3 tripped the limit: not saved.
+  assert checkpoints.training_step(tmp_path) == 2     # Step 3 tripped the limit: not saved.
   _assert_trees_equal(_params(tmp_path, 2), _params(tmp_path, 1))

@@ -1,0 +1,1 @@
+"""Video data: the synthetic action generator, sources, sampling, the loader, video files."""

@@ -1,0 +1,542 @@
+"""Which attention localizes best: every method on the same clips, against ground truth.
+
+`run` (`--mode=loc_eval`) explains `config.localize.max_clips` clips of the
+evaluation split that have ground-truth boxes and scores these methods on
+them, all explaining the model's predicted class (the paper's rule):
+
+  gradcam:layer4           last-layer Grad-CAM (global only): the baseline;
+  gradcam:<stage>          Grad-CAM of one other stage alone (layer3 .. conv1);
+  global-local:<how>       the Grad-CAMs of all stages aggregated by `how`
+                           (mean, max, product): the paper's global-local
+                           attention and two fusions of it;
+  layercam:mean            LayerCAM of all stages, mean;
+  gradcam_pp:mean          Grad-CAM++ of all stages, mean;
+  gate:<stage>, gate:mean  a gated model's attention gates, alone and their
+                           mean (only for `models.ResNeXt3D(gated=True)`).
+
+All methods come from ONE forward and backward pass per batch
+(`explain.tap_gradients`): each stage's map is `explain`'s per-layer map
+(`layer_map`, `upsample`, `normalize`) and the fusions are
+`explain.aggregate_maps`, so a method's maps are those `explain.explain`
+gives for the same options (tests/test_loc_eval.py checks the baseline
+against `explain.explain(layers=('layer4',))`). Per-layer options
+(`pooling`, `normalization`) follow `config.explain`.
+
+Protocol (Choe et al. 2020): the clips are split at random
+(`config.localize.seed`) into a held-out part (`held_out_fraction`) on which
+each method's box threshold is chosen from `config.localize.thresholds`
+(best localization accuracy, `loc_metrics.threshold_sweep`) and a reported
+part on which every metric is computed at that threshold. Deletion and
+insertion (RISE) run on the first `curve_clips` reported clips with the
+softmax probability of the explained class. The best global-local fusion is
+the one with the best held-out accuracy, so choosing it does not look at the
+reported numbers either.
+
+Output in `<workdir>/loc_eval/`: `comparison.json` (every number, the chosen
+thresholds, the held-out accuracies per threshold, the clips of each part),
+`comparison.md` (the table and a verdict written from the numbers) and
+`clip_<k>.png` (`num_pictures` reported clips: every method's map with its
+predicted boxes in white and the ground truth in green).
+
+Memory: every clip and every method's map stay in memory (float32
+T x S x S each): 64 clips of 16 x 112 x 112 take about 50 MB per method.
+
+References:
+  Yudistira, Kavitha, Kurita. "Weakly-Supervised Action Localization and Action
+    Recognition using Global-Local Attention of 3D CNN", IJCV 2022.
+  Choe et al. "Evaluating Weakly Supervised Object Localization Methods Right",
+    CVPR 2020 (thresholds chosen on held-out data).
+  Petsiuk, Das, Saenko. "RISE: Randomized Input Sampling for Explanation of
+    Black-box Models", BMVC 2018 (deletion and insertion).
+  Jiang et al. "LayerCAM", IEEE TIP 2021; Chattopadhay et al. "Grad-CAM++",
+    WACV 2018.
+"""
+import functools
+import json
+import logging
+import math
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gla_jax import explain
+from gla_jax.explain import long_video
+from gla_jax.data import input_pipeline
+from gla_jax.explain import loc_metrics
+from gla_jax.explain import localize
+from gla_jax import models
+from gla_jax.outputs import reports
+from gla_jax.outputs import pictures
+
+OUTPUT_DIR = 'loc_eval'
+JSON_FILE = 'comparison.json'
+MARKDOWN_FILE = 'comparison.md'
+
+BASELINE = f'gradcam:{models.STAGE_NAMES[-1]}'
+AGGREGATIONS = ('mean', 'max', 'product')
+GLOBAL_LOCAL = tuple(f'global-local:{how}' for how in AGGREGATIONS)
+# Differences smaller than this (half the last printed digit) count as ties.
+_TIE = 5e-4
+
+
+def method_names(model: models.ResNeXt3D) -> Tuple[str, ...]:
+  """The compared methods of `model`, in table order (the baseline first)."""
+  layers = models.stage_layer_names(model)                       # global (deep) first
+  names = [f'gradcam:{layer}' for layer in layers]
+  names += [*GLOBAL_LOCAL, 'layercam:mean', 'gradcam_pp:mean']
+  if model.gated:
+    names += [f'gate:{stage}' for stage in _gate_stages(model)] + ['gate:mean']
+  return tuple(names)
+
+
+def describe(name: str) -> str:
+  """One line saying what a method of `method_names` is."""
+  kind, _, detail = name.partition(':')
+  if name == BASELINE:
+    return 'Grad-CAM of the last layer only (global)'
+  return {
+      'gradcam': f'Grad-CAM of {detail} alone',
+      'global-local': f'Grad-CAM of every stage, {detail} (global-local)',
+      'layercam': f'LayerCAM of every stage, {detail}',
+      'gradcam_pp': f'Grad-CAM++ of every stage, {detail}',
+      'gate': 'mean of the attention gates' if detail == 'mean' else f'attention gate of {detail}',
+  }[kind]
+
+
+def _gate_stages(model: models.ResNeXt3D) -> Tuple[str, ...]:
+  """A gated model's gated stages, global first as the layers."""
+  return tuple(s for s in models.stage_layer_names(model) if model.gated and s in model.gate_stages)
+
+
+# ----------------------------------------------------------------------------
+# The maps of every method, and the classifier's probability.
+# ----------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
+def _compiled_method_maps(model: models.ResNeXt3D, pooling: str, normalization: str):
+  """The jitted `(variables, video) -> (maps, logits, target)` of `method_maps`."""
+  # layer_map would take any other pooling for 'time'; normalize checks its own option.
+  if pooling not in explain.POOLINGS:
+    raise ValueError(f'Unknown pooling {pooling!r} (config.explain.pooling); choose one of '
+                     f'{explain.POOLINGS}.')
+  layers = models.stage_layer_names(model)
+  gate_stages = _gate_stages(model)
+
+  def method_maps_fn(variables, video):
+    logits, target, activations, gradients = explain.tap_gradients(model, variables, video)
+    size = video.shape[1:4]
+
+    def stage_maps(method):
+      # Each stage's map exactly as explain.explain makes it, for one method.
+      return jnp.stack([
+          explain.normalize(explain.upsample(explain.layer_map(
+              activations[name], gradients[name], method, pooling), size), normalization)
+          for name in layers])                                        # [L, B, T, H, W]
+
+    gradcam = stage_maps('gradcam')
+    maps = {f'gradcam:{name}': layer_map for name, layer_map in zip(layers, gradcam)}
+    maps.update({f'global-local:{how}': explain.aggregate_maps(gradcam, how)
+                 for how in AGGREGATIONS})
+    maps['layercam:mean'] = explain.aggregate_maps(stage_maps('layercam'), 'mean')
+    maps['gradcam_pp:mean'] = explain.aggregate_maps(stage_maps('gradcam_pp'), 'mean')
+    if gate_stages:
+      # The gates' own maps, as Explanation.gate_maps has them.
+      gates = jnp.stack([explain.minmax(explain.upsample(activations[f'gate_{stage}'], size))
+                         for stage in gate_stages])
+      maps.update({f'gate:{stage}': gate for stage, gate in zip(gate_stages, gates)})
+      maps['gate:mean'] = explain.aggregate_maps(gates, 'mean')
+    return maps, logits, target
+
+  return jax.jit(method_maps_fn)
+
+
+def method_maps(model: models.ResNeXt3D, variables: Dict[str, Any], video: Any,
+                pooling: str = 'global', normalization: str = 'minmax'
+                ) -> Tuple[Dict[str, jax.Array], jax.Array, jax.Array]:
+  """Every method's maps of a batch of clips, from one forward and backward pass.
+
+  Args:
+    model: a `models.ResNeXt3D`.
+    variables: `{'params', 'batch_stats'}`.
+    video: [B, T, H, W, 3] normalised clips.
+    pooling, normalization: `explain.explain`'s per-layer options.
+
+  Returns:
+    ({method (see `method_names`): [B, T, H, W] in [0, 1]}, logits [B, K],
+    explained (argmax) class [B]). Compiled once per model, options and shape.
+  """
+  video = jnp.asarray(video)
+  explain.check_clips(video)
+  return _compiled_method_maps(model, pooling, normalization)(variables, video)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_probability(model: models.ResNeXt3D):
+  """The jitted `(variables, clips, target) -> softmax(logits)[:, target]`."""
+
+  def probability(variables, clips, target):
+    logits = model.apply(variables, clips).astype(jnp.float32)
+    return jax.nn.softmax(logits, axis=-1)[:, target]
+  return jax.jit(probability)
+
+
+def target_probability(model: models.ResNeXt3D, variables: Dict[str, Any],
+                       target: int) -> Callable[[np.ndarray], jax.Array]:
+  """The deletion/insertion score: clips [N, T, H, W, 3] -> softmax probability of `target` [N].
+
+  Jitted once per model and clip shape; the class is an argument, not a constant.
+  """
+  probability = _compiled_probability(model)
+  variables = {key: variables[key] for key in ('params', 'batch_stats')}
+  return lambda clips: probability(variables, clips, target)
+
+
+# ----------------------------------------------------------------------------
+# Clips.
+# ----------------------------------------------------------------------------
+
+def collect_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
+                  variables: Dict[str, Any]) -> Dict[str, Any]:
+  """Explains the first `config.localize.max_clips` clips of `config.eval.split`.
+
+  Returns:
+    {'video' [N, T, S, S, 3] normalised, 'boxes' [N, T, 4], 'present' [N, T],
+    'label', 'video_index', 'target' (explained class), 'probability' (of
+    it) [N], 'maps' {method: [N, T, S, S]}}, numpy.
+
+  Raises:
+    ValueError: the source has no ground-truth boxes, or no clips.
+  """
+  settings, split = config.localize, config.eval.split
+  source = input_pipeline.create_source(config.data, split)
+  if not source.has_boxes:
+    raise ValueError(f'The {split!r} split of config.data.source={config.data.source!r} has no '
+                     'ground-truth boxes, so localization cannot be scored: use the synthetic '
+                     'source, or a folder with an annotations file (config.data.annotations).')
+  available = len(input_pipeline.eval_clips(source, config.data))
+  wanted = min(int(settings.max_clips), available) if settings.max_clips else available
+  if wanted < 1:
+    raise ValueError(f'The {split!r} split has no clips to evaluate.')
+  batch_size = int(settings.batch_size)
+  parts: Dict[str, List[np.ndarray]] = {}
+  batches = input_pipeline.eval_batches(config.data, split, batch_size)
+  bar = reports.progress(total=math.ceil(wanted / batch_size), desc='loc_eval explain',
+                           clips_per_item=batch_size)
+  collected = 0
+  try:
+    for batch in batches:
+      maps, logits, target = method_maps(model, variables, batch['video'],
+                                         config.explain.pooling, config.explain.normalization)
+      rows = min(int(batch['mask'].sum()), wanted - collected)     # padding rows come last
+      probability = np.asarray(jax.nn.softmax(logits, axis=-1))
+      target = np.asarray(target)
+      pieces = dict(video=batch['video'], boxes=batch['boxes'], present=batch['present'],
+                    label=batch['label'], video_index=batch['video_index'], target=target,
+                    probability=probability[np.arange(len(target)), target],
+                    **{f'map/{name}': value for name, value in maps.items()})
+      for key, value in pieces.items():
+        parts.setdefault(key, []).append(np.asarray(value)[:rows])
+      collected += rows
+      bar.update(1)
+      if collected >= wanted:
+        break
+  finally:
+    batches.close()
+    bar.close()
+  clips = {key: np.concatenate(value) for key, value in parts.items()}
+  clips['maps'] = {key[len('map/'):]: clips.pop(key) for key in list(clips)
+                   if key.startswith('map/')}
+  return clips
+
+
+def split_clips(num_clips: int, held_out_fraction: float, seed: int
+                ) -> Tuple[np.ndarray, np.ndarray]:
+  """Random (held-out, reported) clip indices, each part sorted and non-empty.
+
+  Raises:
+    ValueError: fewer than 2 clips, or a fraction outside (0, 1).
+  """
+  if not 0 < held_out_fraction < 1:
+    raise ValueError(f'config.localize.held_out_fraction={held_out_fraction}: use a fraction in '
+                     '(0, 1); both the held-out and the reported part need clips.')
+  if num_clips < 2:
+    raise ValueError(f'{num_clips} clip(s): the threshold is chosen on held-out clips and '
+                     'reported on others, so at least 2 are needed (config.localize.max_clips).')
+  held = min(max(int(round(num_clips * held_out_fraction)), 1), num_clips - 1)
+  order = np.random.default_rng(seed).permutation(num_clips)
+  return np.sort(order[:held]), np.sort(order[held:])
+
+
+def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
+                        clips: Dict[str, Any], indices: Sequence[int], steps: int,
+                        batch_size: int) -> Dict[str, List[Dict[str, loc_metrics.Curve]]]:
+  """`loc_metrics.deletion_insertion` of every method on the clips `indices`.
+
+  Returns:
+    {method: one {'deletion', 'insertion'} per index, in order}.
+  """
+  curves: Dict[str, List[Dict[str, loc_metrics.Curve]]] = {name: [] for name in clips['maps']}
+  bar = reports.progress(total=len(indices), desc='loc_eval deletion/insertion', unit='clip')
+  try:
+    for index in indices:
+      score_fn = target_probability(model, variables, int(clips['target'][index]))
+      for name, maps in clips['maps'].items():
+        curves[name].append(loc_metrics.deletion_insertion(
+            score_fn, clips['video'][index], maps[index], steps=steps, batch_size=batch_size))
+      bar.update(1)
+  finally:
+    bar.close()
+  return curves
+
+
+# ----------------------------------------------------------------------------
+# The report.
+# ----------------------------------------------------------------------------
+
+def metric_columns(iou_threshold: float) -> Tuple[Tuple[str, str, bool], ...]:
+  """(summary key, column title, higher is better) of the table's metrics."""
+  return ((f'loc_acc@{iou_threshold:g}', f'loc acc@{iou_threshold:g}', True),
+          ('mean_iou', 'mean IoU', True),
+          ('temporal_iou', 'temporal IoU', True),
+          ('pointing_game', 'pointing game', True),
+          ('deletion_auc', 'deletion AUC (lower better)', False),
+          ('insertion_auc', 'insertion AUC (higher better)', True))
+
+
+def _best_held_out(entry: Dict[str, Any]) -> float:
+  accuracies = [a for a in entry['held_out_loc_acc'].values() if not math.isnan(a)]
+  return max(accuracies) if accuracies else -math.inf
+
+
+def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float) -> Tuple[str, str]:
+  """The best global-local fusion and a paragraph comparing it with last-layer Grad-CAM.
+
+  The fusion is the one with the best localization accuracy on the held-out
+  clips (the first of `AGGREGATIONS` on ties); the comparison is on the
+  reported clips, metric by metric, and every number in it comes from
+  `methods` (`run`'s entries: threshold_sweep's and 'constant_maps').
+
+  Returns:
+    (method name, paragraph).
+  """
+  candidates = [name for name in GLOBAL_LOCAL if name in methods]
+  best = max(candidates, key=lambda name: _best_held_out(methods[name]))
+  ours, theirs = methods[best]['summary'], methods[BASELINE]['summary']
+  better, worse, tied, missing = [], [], [], []
+  primary = None
+  for key, title, higher in metric_columns(iou_threshold):
+    a, b = ours[key], theirs[key]
+    if math.isnan(a) or math.isnan(b):
+      missing.append(title)
+      continue
+    gain = (a - b) if higher else (b - a)
+    text = f'{title} {a:.3f} vs {b:.3f} ({a - b:+.3f})'
+    if key.startswith('loc_acc'):
+      primary = (gain, text)
+    else:
+      (tied if abs(a - b) < _TIE else better if gain > 0 else worse).append(text)
+  how = best.partition(':')[2]
+  sentences = [
+      f'The best global-local aggregation on the held-out clips is the {how} of the stage maps '
+      f'(`{best}`, box threshold {methods[best]["threshold"]:g}; last-layer Grad-CAM '
+      f'`{BASELINE}`: {methods[BASELINE]["threshold"]:g}).']
+  if primary is None:
+    sentences.append('Localization accuracy is undefined (no reported frame has a ground-truth '
+                     'box), so neither beats the other on it.')
+  elif abs(primary[0]) < _TIE:
+    sentences.append(f'It ties with last-layer Grad-CAM on localization accuracy: {primary[1]}.')
+  else:
+    sentences.append(f'It {"beats" if primary[0] > 0 else "does not beat"} last-layer Grad-CAM '
+                     f'on localization accuracy: {primary[1]}.')
+  details = [f'{label} {"; ".join(items)}'
+             for label, items in (('better on', better), ('worse on', worse), ('equal on', tied))
+             if items]
+  if details:
+    sentences.append('On the other metrics it is ' + ', '.join(details) + '.')
+  if missing:
+    sentences.append(f'Not measured: {", ".join(missing)}.')
+  for name, who in ((BASELINE, 'Last-layer Grad-CAM'), (best, 'The global-local map')):
+    constant = methods[name].get('constant_maps', 0.0)
+    if constant > 0:
+      sentences.append(f'{who} is constant, so it gives no box, on {constant:.0%} of the clips '
+                       '(a layer with a single position at this clip size, or no gradient).')
+  sentences.append(f'({ours["num_clips"]} reported clips, {ours["num_present_frames"]} frames '
+                   'with a ground-truth box.)')
+  return best, ' '.join(sentences)
+
+
+def _cell(value: float, best: bool) -> str:
+  if isinstance(value, float) and math.isnan(value):
+    return 'n/a'
+  return f'**{value:.3f}**' if best else f'{value:.3f}'
+
+
+def markdown(result: Dict[str, Any]) -> str:
+  """`comparison.md`: the setting, the table (best value per column in bold), the verdict."""
+  methods, iou_threshold = result['methods'], result['settings']['iou_threshold']
+  columns = metric_columns(iou_threshold)
+  best_values = {}
+  for key, _, higher in columns:
+    values = [m['summary'][key] for m in methods.values() if not math.isnan(m['summary'][key])]
+    if values:
+      best_values[key] = max(values) if higher else min(values)
+  lines = [
+      '# Localization: attention methods compared',
+      '',
+      (f'{result["num_clips"]} clips of the `{result["split"]}` split: box thresholds chosen on '
+       f'{len(result["held_out_clips"])} held-out clips, metrics on the other '
+       f'{len(result["reported_clips"])}; deletion/insertion on {result["curve_clips"]} of them '
+       f'({result["settings"]["deletion_steps"]} steps). Every method explains the predicted '
+       f'class (clip accuracy {result["clip_accuracy"]:.3f}).'),
+      '',
+      '| method | what | threshold | ' + ' | '.join(title for _, title, _ in columns) + ' |',
+      '|---|---|---|' + '---|' * len(columns),
+  ]
+  for name in result['order']:
+    entry = methods[name]
+    cells = [_cell(entry['summary'][key], entry['summary'][key] == best_values.get(key))
+             for key, _, _ in columns]
+    lines.append(f'| `{name}` | {entry["description"]} | {entry["threshold"]:g} | '
+                 + ' | '.join(cells) + ' |')
+  lines += ['', f'**Verdict.** {result["verdict"]}', '']
+  return '\n'.join(lines)
+
+
+def _json_ready(value: Any) -> Any:
+  """Plain JSON: NaN becomes null, numpy scalars and arrays become Python values."""
+  if isinstance(value, dict):
+    return {str(k): _json_ready(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_ready(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return _json_ready(value.tolist())
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def write_pictures(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[str, Any],
+                   methods: Dict[str, Dict[str, Any]], order: Sequence[str],
+                   indices: Sequence[int]) -> List[str]:
+  """One panel per clip of `indices`: each method's map with its boxes, and the ground truth."""
+  names = long_video.class_names(config)
+  settings = config.localize
+  paths = []
+  for index in indices:
+    frames = pictures.denormalize(clips['video'][index], config.data.mean, config.data.std)
+    rows, boxes = {}, {}
+    for name in order:
+      row = name.replace(':', '\n')         # Two short lines fit the panel's label column.
+      rows[row] = clips['maps'][name][index]
+      boxes[row] = localize.frame_boxes(rows[row], methods[name]['threshold'],
+                                        settings.relative_to, settings.policy)
+    target, label = int(clips['target'][index]), int(clips['label'][index])
+    title = (f'clip {index}: {names[label]}, explained {names[target]} '
+             f'p={clips["probability"][index]:.2f}; white predicted, green truth')
+    image = pictures.panel(frames, rows, title=title, boxes=boxes,
+                            gt_boxes=clips['boxes'][index])
+    path = os.path.join(out_dir, f'clip_{index}.png')
+    pictures.write_image(path, image)
+    paths.append(path)
+  return paths
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+  """Compares every method's localization and writes `<workdir>/loc_eval/`.
+
+  Args:
+    config: the whole config (`localize`, `explain`, `data`, `model`, `eval.split`).
+    workdir: where the weights are and the results go.
+    variables: `{'params', 'batch_stats'}`; by default `long_video.load_variables`.
+
+  Returns:
+    {'methods': {method: {'description', 'constant_maps' (the fraction of all
+    evaluated clips whose map is constant: no box), 'threshold',
+    'held_out_loc_acc' {threshold: accuracy}, 'summary'
+    (`loc_metrics.summarize` of the reported clips: loc_acc@<iou>, mean_iou,
+    temporal_iou, pointing_game, deletion_auc, insertion_auc, num_clips,
+    num_present_frames; NaN where undefined)}},
+    'order', 'baseline', 'best_global_local', 'verdict', 'split',
+    'num_clips', 'held_out_clips', 'reported_clips' (indices into the
+    evaluated clips), 'curve_clips', 'clip_accuracy', 'clips' (video index,
+    label, explained class, part), 'settings', 'files'}. The JSON file holds
+    the same with NaN written as null.
+  """
+  settings = config.localize
+  model = long_video.build_model(config)
+  if variables is None:
+    variables = long_video.load_variables(config, workdir)
+  # On the device once, not once per call.
+  variables = jax.device_put({key: variables[key] for key in ('params', 'batch_stats')})
+  order = method_names(model)
+  clips = collect_clips(config, model, variables)
+  num_clips = len(clips['label'])
+  held_out, reported = split_clips(num_clips, float(settings.held_out_fraction),
+                                   int(settings.seed))
+
+  steps = int(settings.deletion_steps)
+  curve_count = 0
+  if steps > 0:
+    curve_count = min(int(settings.curve_clips) or len(reported), len(reported))
+  curves = (perturbation_curves(model, variables, clips, reported[:curve_count], steps,
+                                int(settings.batch_size)) if curve_count else {})
+
+  def ground_truth(indices):
+    return dict(boxes=clips['boxes'][indices], present=clips['present'][indices])
+
+  iou_threshold = float(settings.iou_threshold)
+  thresholds = tuple(float(t) for t in settings.thresholds)
+  methods = {}
+  for name in order:
+    maps = clips['maps'][name]
+    # Reported clips past the first curve_count have no curves (None).
+    method_curves = (list(curves[name]) + [None] * (len(reported) - curve_count)
+                     if curves else None)
+    entry = loc_metrics.threshold_sweep(
+        {name: maps[held_out]}, ground_truth(held_out), {name: maps[reported]},
+        ground_truth(reported), thresholds=thresholds, iou_threshold=iou_threshold,
+        relative_to=settings.relative_to, policy=settings.policy,
+        temporal_threshold=float(settings.temporal_threshold),
+        min_segment_frames=int(settings.min_segment_frames),
+        max_gap_frames=int(settings.max_gap_frames),
+        tolerance=float(settings.pointing_tolerance), curves=method_curves)[name]
+    # A constant map (all zeros after min-max) gives no box: say how often, e.g. layer4
+    # has a single position on small clips.
+    constant = maps.max(axis=(1, 2, 3)) <= maps.min(axis=(1, 2, 3))
+    methods[name] = dict(description=describe(name), constant_maps=float(constant.mean()),
+                         **entry)
+  best, text = verdict(methods, iou_threshold)
+
+  parts = np.full(num_clips, 'reported', object)
+  parts[held_out] = 'held_out'
+  result = dict(
+      methods=methods, order=list(order), baseline=BASELINE, best_global_local=best,
+      verdict=text, split=config.eval.split, num_clips=num_clips,
+      held_out_clips=held_out.tolist(), reported_clips=reported.tolist(),
+      curve_clips=curve_count,
+      clip_accuracy=float(np.mean(clips['target'] == clips['label'])),
+      clips=[dict(video_index=int(clips['video_index'][k]), label=int(clips['label'][k]),
+                  target=int(clips['target'][k]), part=str(parts[k])) for k in range(num_clips)],
+      settings=dict(settings.to_dict(), pooling=config.explain.pooling,
+                    normalization=config.explain.normalization))
+
+  out_dir = os.path.join(workdir, OUTPUT_DIR)
+  os.makedirs(out_dir, exist_ok=True)
+  picture_paths = write_pictures(out_dir, config, clips, methods, order,
+                            reported[:max(int(settings.num_pictures), 0)])
+  result['files'] = dict(json=os.path.join(out_dir, JSON_FILE),
+                         markdown=os.path.join(out_dir, MARKDOWN_FILE), pictures=picture_paths)
+  with open(result['files']['markdown'], 'w') as f:
+    f.write(markdown(result))
+  with open(result['files']['json'], 'w') as f:
+    json.dump(_json_ready(result), f, indent=1)
+  logging.info('Localization comparison of %d methods on %d clips: %s', len(order), num_clips,
+               result['files']['markdown'])
+  return result

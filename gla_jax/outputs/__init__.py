@@ -1,0 +1,1 @@
+"""What the jobs write for people: pictures, overlay videos, metric logs and curves."""

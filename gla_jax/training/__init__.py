@@ -1,0 +1,1 @@
+"""Training: optimizer and schedule, state and fine-tuning, the step, the loop, evaluation."""

@@ -1,0 +1,314 @@
+"""Tests of the synthetic action dataset: ground truth checked against the pixels."""
+import json
+import math
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from gla_jax.data import synthetic
+
+SMALL = synthetic.SyntheticConfig(height=64, width=64)
+TINY = synthetic.SyntheticConfig(height=32, width=32)
+NUM_CLASSES = len(synthetic.CLASS_NAMES)
+
+
+def actor_masks(params):
+  """bool [T, H, W]: pixels that change when the actor is drawn."""
+  with_actor, _, _ = synthetic.render(params, draw_actor=True)
+  without_actor, _, _ = synthetic.render(params, draw_actor=False)
+  return np.any(with_actor != without_actor, axis=-1)
+
+
+def mask_box(mask):
+  """(x0, y0, x1, y1) with exclusive x1/y1 of a non-empty bool [H, W] mask."""
+  ys, xs = np.nonzero(mask)
+  return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def orientation(mask):
+  """Angle of the mask's principal axis in image coordinates (radians, mod pi)."""
+  m = cv2.moments(mask.astype(np.uint8), binaryImage=True)
+  return 0.5 * math.atan2(2 * m['mu11'], m['mu20'] - m['mu02'])
+
+
+def test_class_names():
+  assert len(synthetic.CLASS_NAMES) >= 8
+  assert len(set(synthetic.CLASS_NAMES)) == len(synthetic.CLASS_NAMES)
+  dataset = synthetic.SyntheticDataset(TINY, 'train', size=4)
+  assert dataset.class_names == list(synthetic.CLASS_NAMES)
+
+
+def test_deterministic_per_seed_index_split():
+  a = synthetic.generate_clip(SMALL, 5, 'train')
+  b = synthetic.generate_clip(SMALL, 5, 'train')
+  for key in ('video', 'boxes', 'present', 'segment'):
+    np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+  assert a.label == b.label
+  other_index = synthetic.generate_clip(SMALL, 6, 'train')
+  assert not np.array_equal(a.video, other_index.video)
+  other_seed = synthetic.generate_clip(synthetic.SyntheticConfig(height=64, width=64, seed=1), 5)
+  assert not np.array_equal(a.video, other_seed.video)
+
+
+def test_train_and_val_are_disjoint():
+  train = {synthetic.generate_clip(TINY, i, 'train').video.tobytes() for i in range(24)}
+  val = {synthetic.generate_clip(TINY, i, 'val').video.tobytes() for i in range(24)}
+  assert len(train) == len(val) == 24
+  assert not train & val
+
+
+def test_every_class_appears_and_labels_balanced():
+  dataset = synthetic.SyntheticDataset(TINY, 'val', size=2 * NUM_CLASSES)
+  labels = [dataset[i]['label'] for i in range(len(dataset))]
+  assert np.bincount(labels, minlength=NUM_CLASSES).tolist() == [2] * NUM_CLASSES
+
+
+@pytest.mark.parametrize('config', [
+    SMALL, TINY, synthetic.SyntheticConfig.hard(height=64, width=64),
+    synthetic.SyntheticConfig.hard(height=32, width=32)], ids=['64', '32', 'hard64', 'hard32'])
+def test_boxes_are_the_box_of_the_pixels_the_actor_changes(config):
+  for index in range(3 * NUM_CLASSES):
+    clip = synthetic.generate_clip(config, index, 'train')
+    masks = actor_masks(clip.params)
+    start, end = clip.segment
+    in_segment = (np.arange(config.num_frames) >= start) & (np.arange(config.num_frames) < end)
+    np.testing.assert_array_equal(clip.present, in_segment)
+    np.testing.assert_array_equal(masks.any(axis=(1, 2)), in_segment)
+    assert end - start >= math.ceil(config.min_segment_fraction * config.num_frames)
+    for t in range(config.num_frames):
+      if clip.present[t]:
+        np.testing.assert_array_equal(clip.boxes[t], mask_box(masks[t]), err_msg=f'{index} {t}')
+      else:
+        np.testing.assert_array_equal(clip.boxes[t], [-1, -1, -1, -1])
+    assert clip.boxes.dtype == np.float32
+
+
+def test_segment_is_sometimes_the_whole_clip():
+  segments = [tuple(synthetic.generate_clip(TINY, i).segment) for i in range(40)]
+  full = sum(s == (0, TINY.num_frames) for s in segments)
+  assert 0 < full < len(segments)
+  hard = synthetic.SyntheticConfig.hard(height=32, width=32)
+  assert all(tuple(synthetic.generate_clip(hard, i).segment) != (0, 16) for i in range(40))
+
+
+def test_motion_matches_class():
+  config = synthetic.SyntheticConfig()  # 112x112: rasterisation error is small
+  for index in range(3 * NUM_CLASSES):
+    clip = synthetic.generate_clip(config, index, 'val')
+    name = clip.class_name
+    masks = actor_masks(clip.params)[clip.present]  # [L, H, W]
+    moments = [cv2.moments(m.astype(np.uint8), binaryImage=True) for m in masks]
+    centre = np.array([(m['m10'] / m['m00'], m['m01'] / m['m00']) for m in moments])
+    area = np.array([m['m00'] for m in moments])
+    # The principal axis is defined modulo pi; steps are far below pi / 2.
+    angle = np.unwrap([orientation(m) for m in masks], period=np.pi)
+    step_centre, step_angle = np.diff(centre, axis=0), np.diff(angle)
+    if name.startswith('move_'):
+      axis = 0 if name in ('move_left', 'move_right') else 1
+      sign = -1 if name in ('move_left', 'move_up') else 1
+      assert np.all(sign * step_centre[:, axis] > 0.5), (index, name, step_centre)
+      # Across the motion only rasterisation moves the centroid (~1 pixel).
+      drift = centre[:, 1 - axis] - centre[0, 1 - axis]
+      assert np.all(np.abs(drift) < 1.5), (index, name, centre)
+    slope = np.polyfit(np.arange(len(area)), np.log(area), 1)[0]
+    if name in ('grow', 'shrink'):
+      sign = 1 if name == 'grow' else -1
+      # Thin parts make single steps of the pixel area noisy: fit log-area, which
+      # grows at twice the log-radius rate of the generator.
+      rate = np.diff(np.log(clip.params.actor.radius[clip.present])).mean()
+      assert sign * slope > 0 and sign * rate > 0, (index, name, area)
+      np.testing.assert_allclose(slope, 2 * rate, rtol=0.4)
+    else:
+      # Rasterisation of thin parts alone moves the area by up to ~15% per frame,
+      # but with no trend; grow/shrink change log-area by >= 0.06 per frame.
+      assert abs(slope) < 0.015, (index, name, area)
+    if name in ('rotate_cw', 'rotate_ccw'):
+      # Image y points down, so a growing angle turns clockwise on screen.
+      sign = 1 if name == 'rotate_cw' else -1
+      assert np.all(sign * step_angle > 0), (index, name, np.rad2deg(step_angle))
+      # The measured turn follows the generator's angle up to rasterisation
+      # (steps are 8-15 degrees; measured per-step error stays below ~5).
+      truth = np.diff(clip.params.actor.angle[clip.present])
+      np.testing.assert_allclose(step_angle, truth, atol=np.deg2rad(7))
+      np.testing.assert_allclose(step_angle.sum(), truth.sum(), rtol=0.1)
+    else:
+      drift = np.abs(angle - angle[0])
+      assert np.all(drift < np.deg2rad(8)), (index, name, np.rad2deg(drift))
+
+
+def test_hard_preset_differs_as_specified():
+  default, hard = synthetic.SyntheticConfig.default(), synthetic.SyntheticConfig.hard()
+  assert synthetic.DIFFICULTIES['hard'] == hard
+  assert synthetic.SyntheticConfig.from_difficulty('default') == default
+  assert hard.actor_size[1] < default.actor_size[0]
+  assert hard.moving_distractors and not default.moving_distractors
+  assert hard.noise_std > 0 == default.noise_std
+  assert hard.num_distractors > default.num_distractors
+  # The demo presets: the same scenes, faster motions, the actor present longer.
+  demo, demo_hard = synthetic.DIFFICULTIES['demo'], synthetic.DIFFICULTIES['demo_hard']
+  for name in ('translation_speed', 'scale_speed', 'rotation_speed'):
+    assert getattr(demo, name)[0] > getattr(default, name)[1], name
+    assert getattr(demo_hard, name) == getattr(demo, name), name
+  assert demo.min_segment_fraction > default.min_segment_fraction
+  assert demo.actor_size[0] > default.actor_size[0] and not demo.moving_distractors
+  assert demo_hard.moving_distractors and demo_hard.noise_std == hard.noise_std
+  assert demo_hard.actor_size[1] <= demo.actor_size[0]
+
+  def scene(config, index):  # frames without the actor
+    return synthetic.render(synthetic.sample_params(config, index), draw_actor=False)[0]
+
+  # Default: static distractors and no noise, the actor is the only change.
+  assert all(np.all(scene(SMALL, i) == scene(SMALL, i)[:1]) for i in range(4))
+  # Moving distractors alone change the scene in a small part of the frame.
+  moving = synthetic.SyntheticConfig.hard(height=64, width=64, noise_std=0.0)
+  changed = np.mean(np.any(scene(moving, 0) != scene(moving, 0)[:1], axis=-1))
+  assert 0 < changed < 0.5
+  # Noise changes most pixels of every frame.
+  noisy = synthetic.SyntheticConfig.hard(height=64, width=64, moving_distractors=False)
+  frames = scene(noisy, 0).astype(np.int16)
+  assert np.mean(np.any(frames[1:] != frames[:1], axis=-1)) > 0.8
+  assert 0.5 * noisy.noise_std < np.std(frames[1:] - frames[:1]) / math.sqrt(2) < 1.5 * noisy.noise_std
+  # Smaller actors: compare mean box sides over the same indices.
+  side = lambda config: np.mean([
+      np.mean((c.boxes[c.present, 2:] - c.boxes[c.present, :2]))
+      for c in (synthetic.generate_clip(config, i) for i in range(16))])
+  assert side(synthetic.SyntheticConfig.hard(height=64, width=64)) < 0.7 * side(SMALL)
+
+
+def test_long_video_has_one_segment():
+  clip = synthetic.generate_video(TINY, 3, num_frames=96)
+  assert clip.video.shape == (96, 32, 32, 3)
+  start, end = clip.segment
+  assert 16 <= end - start <= 32
+  expected = (np.arange(96) >= start) & (np.arange(96) < end)
+  np.testing.assert_array_equal(clip.present, expected)
+  masks = actor_masks(clip.params)
+  np.testing.assert_array_equal(masks.any(axis=(1, 2)), expected)
+  for t in np.flatnonzero(expected):
+    np.testing.assert_array_equal(clip.boxes[t], mask_box(masks[t]))
+  assert not np.array_equal(clip.video[:16], synthetic.generate_clip(TINY, 3, 'val').video)
+
+
+def test_dataset_items():
+  dataset = synthetic.SyntheticDataset(TINY, 'train', size=5)
+  assert len(dataset) == 5
+  item = dataset[-1]
+  assert set(item) == {'video', 'label', 'boxes', 'present', 'segment'}
+  assert item['video'].dtype == np.uint8 and item['video'].shape == (16, 32, 32, 3)
+  assert isinstance(item['label'], int) and item['label'] == 4
+  assert item['boxes'].dtype == np.float32 and item['boxes'].shape == (16, 4)
+  assert item['present'].dtype == bool and item['present'].shape == (16,)
+  assert item['segment'].dtype == np.int32 and item['segment'].shape == (2,)
+  np.testing.assert_array_equal(item['video'], dataset[4]['video'])
+  with pytest.raises(IndexError):
+    dataset[5]
+
+
+def test_clear_errors():
+  with pytest.raises(ValueError, match='split'):
+    synthetic.generate_clip(TINY, 0, 'test')
+  with pytest.raises(ValueError, match='actor_size'):
+    synthetic.SyntheticConfig(actor_size=(0.4, 0.2))
+  with pytest.raises(ValueError, match='difficulty'):
+    synthetic.SyntheticConfig.from_difficulty('extreme')
+  with pytest.raises(ValueError, match='index'):
+    synthetic.generate_clip(TINY, -1)
+
+
+def read_video(path):
+  capture = cv2.VideoCapture(path)
+  frames = []
+  while True:
+    ok, frame = capture.read()
+    if not ok:
+      break
+    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+  capture.release()
+  return np.array(frames)
+
+
+@pytest.mark.parametrize('codec,container,max_error', [
+    ('MJPG', '.avi', 10.0), ('mp4v', '.mp4', 10.0), ('FFV1', '.avi', 0.0)])
+def test_export_roundtrip(tmp_path, codec, container, max_error):
+  config = SMALL
+  root = str(tmp_path / codec)
+  returned = synthetic.export_video_folder(root, config, 'train', NUM_CLASSES, codec=codec,
+                                           container=container, fps=10)
+  with open(os.path.join(root, 'annotations.json')) as f:
+    annotations = json.load(f)
+  assert annotations == json.loads(json.dumps(returned))
+  assert annotations['classes'] == list(synthetic.CLASS_NAMES)
+  assert len(annotations['videos']) == NUM_CLASSES
+  for entry in annotations['videos']:
+    clip = synthetic.generate_clip(config, entry['index'], 'train')
+    name = synthetic.CLASS_NAMES[entry['label']]
+    assert entry['path'].startswith(f'{name}/{name}_') and entry['path'].endswith(container)
+    assert (entry['num_frames'], entry['height'], entry['width']) == (16, 64, 64)
+    assert entry['segments'] == [clip.segment.tolist()]
+    assert [b is not None for b in entry['boxes']] == clip.present.tolist()
+    for box, truth in zip(entry['boxes'], clip.boxes):
+      if box is not None:
+        assert box == truth.tolist()
+    frames = read_video(os.path.join(root, entry['path']))
+    assert frames.shape == clip.video.shape
+    assert np.abs(frames.astype(np.int16) - clip.video).mean() <= max_error
+  with open(os.path.join(root, 'trainlist01.txt')) as f:
+    lines = f.read().splitlines()
+  assert lines == [f'{v["path"]} {v["label"] + 1}' for v in annotations['videos']]
+  with open(os.path.join(root, 'classInd.txt')) as f:
+    assert f.readline().split() == ['1', synthetic.CLASS_NAMES[0]]
+
+
+def test_export_val_writes_testlist(tmp_path):
+  synthetic.export_video_folder(str(tmp_path), TINY, 'val', 2)
+  with open(tmp_path / 'testlist01.txt') as f:
+    assert f.read().splitlines() == ['move_left/move_left_000000.avi',
+                                     'move_right/move_right_000001.avi']
+  assert not (tmp_path / 'trainlist01.txt').exists()
+
+
+def test_export_unavailable_codec_raises(tmp_path):
+  with pytest.raises(ValueError, match='FourCC'):
+    synthetic.export_video_folder(str(tmp_path), TINY, 'train', 1, codec='H264X')
+
+
+def test_generation_speed(capsys):
+  """Prints clips/s (not asserted: the CPUs are shared)."""
+  results = []
+  for name, config, count in (('default 16x112x112', synthetic.SyntheticConfig(), 100),
+                              ('hard 16x112x112', synthetic.SyntheticConfig.hard(), 30),
+                              ('default 16x32x32', TINY, 100)):
+    synthetic.generate_clip(config, 0)
+    begin = time.perf_counter()
+    for i in range(count):
+      synthetic.generate_clip(config, i)
+    results.append(f'{name}: {count / (time.perf_counter() - begin):.0f} clips/s')
+  with capsys.disabled():
+    print('\nsynthetic generation, one core: ' + '; '.join(results))
+
+
+def test_demo_video_acts_for_one_clip_at_training_speed(tmp_path):
+  """The main job's long video: one clip-length action segment, motion not slowed."""
+  from configs import demo    # pylint: disable=g-import-not-at-top
+  from gla_jax import jobs    # pylint: disable=g-import-not-at-top
+  from gla_jax.data import input_pipeline
+  from gla_jax.data import video_io
+  config = demo.get_config()
+  clip_frames = int(config.data.num_frames)
+  truth = jobs.write_demo_video(config, str(tmp_path / 'long.avi'))
+  start, end = truth['segment']
+  assert end - start == clip_frames
+  assert truth['num_frames'] == jobs.DEMO_VIDEO_CLIPS * clip_frames
+  assert video_io.read_video(truth['video']).shape[0] == truth['num_frames']
+  # The same video's actor, regenerated: its speed over the segment lies in the
+  # generator's training range (the demo's first video is a move_left).
+  generator = input_pipeline.SyntheticSource(config.data, 'eval').config
+  video = synthetic.generate_video(generator, 0, truth['num_frames'], 'val',
+                                   segment_frames=(clip_frames, clip_frames))
+  assert truth['class_name'] == 'move_left' and video.label == truth['label']
+  speed = np.abs(np.diff(video.params.actor.center[start:end, 0])).mean()
+  low, high = (s * min(generator.height, generator.width) for s in generator.translation_speed)
+  assert low <= speed <= high, (speed, low, high)

@@ -1,0 +1,138 @@
+"""Tests of gla_jax.video_io: round trips through the codecs of this OpenCV build and errors."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from gla_jax.data import video_io
+
+
+def _frames(num_frames=12, height=48, width=64, seed=0):
+  """Blocky random frames (8x8 blocks): lossy codecs keep them close."""
+  rng = np.random.default_rng(seed)
+  blocks = rng.integers(0, 256, (num_frames, height // 8, width // 8, 3), dtype=np.uint8)
+  return np.repeat(np.repeat(blocks, 8, axis=1), 8, axis=2)
+
+
+# (codec, container, bound on the mean absolute error in uint8 levels).
+CODECS = [
+    ('MJPG', '.avi', 8.0),
+    ('mp4v', '.mp4', 8.0),
+    ('XVID', '.avi', 8.0),
+    ('FFV1', '.mkv', 0.0),  # lossless
+]
+
+
+@pytest.mark.parametrize('codec,container,tolerance', CODECS)
+def test_round_trip(tmp_path, codec, container, tolerance):
+  frames = _frames()
+  path = str(tmp_path / f'clip{container}')
+  video_io.write_video(path, frames, fps=30.0, codec=codec)
+  decoded = video_io.read_video(path)
+  assert decoded.dtype == np.uint8
+  assert decoded.shape == frames.shape
+  assert np.abs(decoded.astype(np.float64) - frames).mean() <= tolerance
+  info = video_io.video_info(path)
+  assert (info.num_frames, info.height, info.width) == (12, 48, 64)
+  assert info.fps == pytest.approx(30.0)
+
+
+def test_colour_order_is_rgb(tmp_path):
+  frames = np.zeros((2, 16, 16, 3), np.uint8)
+  frames[..., 0] = 255  # pure red
+  path = str(tmp_path / 'red.mkv')
+  video_io.write_video(path, frames, codec='FFV1')
+  decoded = video_io.read_video(path)
+  np.testing.assert_array_equal(decoded, frames)
+
+
+def test_start_and_max_frames(tmp_path):
+  frames = _frames(num_frames=10)
+  path = str(tmp_path / 'clip.mkv')
+  video_io.write_video(path, frames, codec='FFV1')
+  np.testing.assert_array_equal(video_io.read_video(path, max_frames=3, start=4), frames[4:7])
+  np.testing.assert_array_equal(video_io.read_video(path, max_frames=4), frames[:4])
+  # A range reaching past the end returns what exists.
+  np.testing.assert_array_equal(video_io.read_video(path, max_frames=50, start=8), frames[8:])
+  with pytest.raises(video_io.VideoReadError, match='range'):
+    video_io.read_video(path, start=10)
+
+
+def test_missing_file(tmp_path):
+  with pytest.raises(video_io.VideoReadError, match='does not exist'):
+    video_io.read_video(str(tmp_path / 'nope.avi'))
+  with pytest.raises(video_io.VideoReadError, match='does not exist'):
+    video_io.video_info(str(tmp_path / 'nope.avi'))
+
+
+def test_empty_file(tmp_path):
+  path = tmp_path / 'empty.avi'
+  path.write_bytes(b'')
+  with pytest.raises(video_io.VideoReadError, match='empty'):
+    video_io.read_video(str(path))
+
+
+def test_random_bytes(tmp_path):
+  path = tmp_path / 'noise.avi'
+  path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes()[2:])
+  with pytest.raises(video_io.VideoReadError, match='cannot open'):
+    video_io.read_video(str(path))
+
+
+def test_directory(tmp_path):
+  with pytest.raises(video_io.VideoReadError, match='directory'):
+    video_io.read_video(str(tmp_path))
+
+
+@pytest.mark.parametrize('extension,name', [('.png', 'PNG'), ('.jpg', 'JPEG'), ('.bmp', 'BMP')])
+def test_image_file(tmp_path, extension, name):
+  path = str(tmp_path / f'frame{extension}')
+  assert cv2.imwrite(path, _frames(1)[0])
+  with pytest.raises(video_io.VideoReadError, match=f'{name} image'):
+    video_io.read_video(path)
+  # Renamed to a video extension it is still recognised by its content.
+  renamed = str(tmp_path / 'frame.avi')
+  os.rename(path, renamed)
+  with pytest.raises(video_io.VideoReadError, match='image, not a video'):
+    video_io.read_video(renamed)
+
+
+@pytest.mark.parametrize('codec,container', [('MJPG', '.avi'), ('mp4v', '.mp4')])
+def test_truncated_file(tmp_path, codec, container):
+  path = str(tmp_path / f'clip{container}')
+  video_io.write_video(path, np.random.default_rng(0).integers(
+      0, 256, (20, 48, 64, 3), dtype=np.uint8), codec=codec)
+  data = open(path, 'rb').read()
+  for fraction in (0.02, 0.5):
+    truncated = str(tmp_path / f'cut{fraction}{container}')
+    with open(truncated, 'wb') as f:
+      f.write(data[:int(len(data) * fraction)])
+    # Either unopenable (header or MP4 index lost) or short of the header's count.
+    with pytest.raises(video_io.VideoReadError, match='cannot open|truncated'):
+      video_io.read_video(truncated)
+  # Non-strict reading returns the frames before the cut where they decode.
+  if codec == 'MJPG':
+    partial = video_io.read_video(str(tmp_path / f'cut0.5{container}'), strict=False)
+    assert 1 <= len(partial) < 20
+
+
+def test_write_errors(tmp_path):
+  frames = _frames(2)
+  # No encoder has this FourCC, and no container this extension (avc1 would do
+  # here too, but other OpenCV builds have an H.264 encoder).
+  with pytest.raises(video_io.VideoWriteError, match='cannot write'):
+    video_io.write_video(str(tmp_path / 'a.avi'), frames, codec='ZZZZ')
+  with pytest.raises(video_io.VideoWriteError, match='cannot write'):
+    video_io.write_video(str(tmp_path / 'a.xyz'), frames, codec='MJPG')
+  with pytest.raises(video_io.VideoWriteError, match='uint8'):
+    video_io.write_video(str(tmp_path / 'a.avi'), frames.astype(np.float32))
+  with pytest.raises(video_io.VideoWriteError, match='odd'):
+    video_io.write_video(str(tmp_path / 'a.avi'), frames[:, :47])
+  with pytest.raises(video_io.VideoWriteError, match='No frames'):
+    video_io.write_video(str(tmp_path / 'a.avi'), frames[:0])
+  with pytest.raises(video_io.VideoWriteError, match='FourCC'):
+    video_io.write_video(str(tmp_path / 'a.avi'), frames, codec='MJPEG')
+  # The parent folder is created.
+  video_io.write_video(str(tmp_path / 'new' / 'dir' / 'a.avi'), frames)
+  assert video_io.video_info(str(tmp_path / 'new' / 'dir' / 'a.avi')).num_frames == 2
