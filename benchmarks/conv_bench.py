@@ -15,25 +15,22 @@ ratio columns are PyTorch time / JAX time (above 1: JAX is faster). The last
 rows sum each column over the network, weighted by the repeat counts.
 
 Run:
-  python benchmarks/conv_bench.py --preset=resnext50 --frames=16 --size=64 --batch=2
-  python benchmarks/conv_bench.py --preset=tiny --frames=8 --size=32 --batch=16 --impls=fast
+  python -m benchmarks.conv_bench --preset=resnext50 --frames=16 --size=64 --batch=2
+  python -m benchmarks.conv_bench --preset=tiny --frames=8 --size=32 --batch=16 --impls=fast
 """
 import argparse
 import collections
 import functools
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import flax.linen as nn  # pylint: disable=g-import-not-at-top
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import bench  # pylint: disable=g-import-not-at-top  (benchmarks/, the script's directory)
-from gla_jax.models import conv  # pylint: disable=g-import-not-at-top
-from gla_jax import models  # pylint: disable=g-import-not-at-top
+from benchmarks import harness
+from gla_jax import models
+from gla_jax.models import conv
 
 PASSES = ('fwd', 'dx', 'dw')
 JAX_IMPLS = ('xla', 'fast')
@@ -55,9 +52,9 @@ def network_layers(preset: str, clip_shape) -> list:
     module = context.module
     if isinstance(module, models.Conv3D) and context.method_name == '__call__':
       x = args[0]
+      in_per_group = x.shape[-1] // module.feature_group_count
       calls.append(('.'.join(module.scope.path),
-                    (tuple(x.shape), (*module.kernel_size, x.shape[-1] // module.feature_group_count,
-                                      module.features),
+                    (tuple(x.shape), (*module.kernel_size, in_per_group, module.features),
                      tuple(module.strides), tuple((p, p) for p in module.padding),
                      module.feature_group_count)))
     return next_fun(*args, **kwargs)
@@ -118,7 +115,7 @@ def _torch_passes(torch, layer: Layer, dtype: str):
 
 
 def _median_ms(fn, args, repeats, sync):
-  return 1e3 * float(np.median(bench.time_calls(lambda: fn(*args), repeats, 1, sync)))
+  return 1e3 * float(np.median(harness.time_calls(lambda: fn(*args), repeats, 1, sync)))
 
 
 def measure(layers, impls, dtype: str, repeats: int, torch=None):
@@ -185,7 +182,7 @@ def main(argv=None):
   clip_shape = (args.batch, args.frames, args.size, args.size, 3)
   layers = [layer for layer in network_layers(args.preset, clip_shape)
             if args.layers in layer.name]
-  torch = None if args.notorch else bench.import_torch()[0]
+  torch = None if args.notorch else harness.import_torch()[0]
   print(f'{args.preset} on {clip_shape} {args.dtype}, {jax.devices()[0].device_kind}, '
         f'{len(layers)} distinct convolutions; median of {args.repeats} calls'
         + (f'; PyTorch {torch.__version__} with {torch.get_num_threads()} threads'

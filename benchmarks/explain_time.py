@@ -1,24 +1,20 @@
 """Time of one explanation batch (global-local Grad-CAM over the stages), random weights.
 
-  python benchmarks/explain_time.py --preset=tiny --batch=16 --frames=8 --size=32
-  python benchmarks/explain_time.py --preset=resnext101 --batch=2 --frames=16 --size=112
+  python -m benchmarks.explain_time --preset=tiny --batch=16 --frames=8 --size=32
+  python -m benchmarks.explain_time --preset=resnext101 --batch=2 --frames=16 --size=112
 
 Prints the first call (compilation included) and the best of `--repeats`
 further calls, on the default JAX backend. For the side-by-side comparison
-with PyTorch, see bench.py.
+with PyTorch, see `benchmarks.bench`.
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-
-from gla_jax import explain  # pylint: disable=g-import-not-at-top
-from gla_jax import models  # pylint: disable=g-import-not-at-top
+from gla_jax import explain
+from gla_jax import models
 
 
 def _timed(function) -> float:

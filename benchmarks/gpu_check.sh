@@ -28,6 +28,6 @@ PY
 
 compile_flag=--torch_compile
 [[ "${TORCH_COMPILE:-1}" == 0 ]] && compile_flag=--no-torch_compile
-python benchmarks/bench.py --preset=resnext101 --frames=16 --size=112 --batch=32 \
+python -m benchmarks.bench --preset=resnext101 --frames=16 --size=112 --batch=32 \
   --dtype=bfloat16 --device=gpu --steps="${STEPS:-10}" "$compile_flag" \
   --out="$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench_gpu.txt"

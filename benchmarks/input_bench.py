@@ -10,19 +10,17 @@ with 1 and 2 workers, threads and processes, plus one evaluation pass of the
 folder source. "per core" divides by min(workers, CPU cores): how much of a
 core one worker turns into clips.
 
-Run: python benchmarks/input_bench.py [--batches 20] [--batch_size 8]
+Run: python -m benchmarks.input_bench [--batches 20] [--batch_size 8]
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from gla_jax import defaults  # pylint: disable=g-import-not-at-top
-from gla_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
-from gla_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+from gla_jax import defaults
+from gla_jax.data import loader
+from gla_jax.data import synthetic
+from gla_jax.data import synthetic_settings
 
 
 def _rate(batches, num_batches, batch_size):
@@ -58,12 +56,12 @@ def main():
   for worker_type in ('thread', 'process'):
     for workers in args.workers:
       config.workers, config.worker_type = workers, worker_type
-      rate = _rate(input_pipeline.train_batches(config, args.batch_size, seed=0),
+      rate = _rate(loader.train_batches(config, args.batch_size, seed=0),
                    args.batches, args.batch_size)
       _report('synthetic', worker_type, workers, rate)
 
   with tempfile.TemporaryDirectory() as root:
-    generator = synthetic.SyntheticConfig(num_frames=48, height=120, width=160)
+    generator = synthetic_settings.SyntheticConfig(num_frames=48, height=120, width=160)
     start = time.perf_counter()
     synthetic.export_video_folder(root, generator, 'train', size=args.folder_videos)
     print(f'exported {args.folder_videos} MJPG videos (48 x 120 x 160) in '
@@ -73,7 +71,7 @@ def main():
     for worker_type in ('thread', 'process'):
       for workers in args.workers:
         config.workers, config.worker_type = workers, worker_type
-        rate = _rate(input_pipeline.train_batches(config, args.batch_size, seed=0),
+        rate = _rate(loader.train_batches(config, args.batch_size, seed=0),
                      args.batches, args.batch_size)
         _report('folder', worker_type, workers, rate)
     config.worker_type = 'thread'
@@ -81,7 +79,7 @@ def main():
       config.workers = workers
       start = time.perf_counter()
       clips = sum(int(batch['mask'].sum()) for batch in
-                  input_pipeline.eval_batches(config, 'train', args.batch_size))
+                  loader.eval_batches(config, 'train', args.batch_size))
       _report('folder-eval', 'thread', workers, clips / (time.perf_counter() - start))
 
 

@@ -1,15 +1,15 @@
 r"""Where one JAX variant's time goes: per-call times, page faults, and per-fusion times.
 
-  python benchmarks/step_profile.py --variant=train --preset=resnext50 --frames=16 \
+  python -m benchmarks.step_profile --variant=train --preset=resnext50 --frames=16 \
       --size=64 --batch=2 --dtype=float32 --device=cpu --steps=5 --trace_dir=/tmp/trace
 
-Builds the variant exactly as `bench.py` does (same flags, same network, same
-batch), compiles it, then times `--steps` calls after `--warmup` calls and
-prints, per call, the milliseconds, the minor page faults (with the MiB they
-stand for at 4 KiB a page) and the process's system and user CPU seconds:
-the page faults are how the cost of XLA:CPU's fresh call buffers shows
-(see `gla_jax/hugepages.py`; this script restarts with huge pages like
-`bench.py`, GLA_JAX_HUGE_PAGES=0 runs without).
+Builds the variant exactly as `benchmarks.bench` does (same flags, network and
+batch, `harness.jax_setup`), compiles it, then times `--steps` calls after
+`--warmup` calls and prints, per call, the milliseconds, the minor page faults
+(with the MiB they stand for at 4 KiB a page) and the process's system and
+user CPU seconds: the page faults are how the cost of XLA:CPU's fresh call
+buffers shows (see `gla_jax/hugepages.py`; this script restarts with huge
+pages like `benchmarks.bench`, GLA_JAX_HUGE_PAGES=0 runs without).
 
 With --trace_dir it also records two calls with `jax.profiler.trace` (a
 Perfetto trace under that directory) and prints the `--top` fusions by time
@@ -23,16 +23,13 @@ import json
 import os
 import re
 import resource
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
 
-import jax  # pylint: disable=g-import-not-at-top
-
-import bench  # pylint: disable=g-import-not-at-top  (benchmarks/, the script's directory)
-from gla_jax.models import conv  # pylint: disable=g-import-not-at-top
-from gla_jax import hugepages  # pylint: disable=g-import-not-at-top
+from benchmarks import harness
+from gla_jax import hugepages
+from gla_jax.models import conv
 
 VARIANTS = ('train', 'explain_stages', 'explain_blocks', 'forward')
 # Trace events that are not one compiled operation (runtime, Python, thread pool).
@@ -63,7 +60,8 @@ def _call_figures(call, calls: int):
     after = resource.getrusage(resource.RUSAGE_SELF)
     faults = after.ru_minflt - before.ru_minflt
     yield (f'{seconds * 1e3:8.1f} ms  {faults:8d} page faults ({faults * 4 / 1024:6.0f} MiB)  '
-           f'sys {after.ru_stime - before.ru_stime:5.2f} s  user {after.ru_utime - before.ru_utime:5.2f} s')
+           f'sys {after.ru_stime - before.ru_stime:5.2f} s  '
+           f'user {after.ru_utime - before.ru_utime:5.2f} s')
 
 
 def _trace_table(call, compiled, trace_dir: str, top: int) -> str:
@@ -77,22 +75,22 @@ def _trace_table(call, compiled, trace_dir: str, top: int) -> str:
     events = json.load(f)['traceEvents']
   names = op_names(compiled.as_text())
   times = fusion_times(events, traced_calls)
-  lines = [f'Top {top} operations by time per call (both threads summed: {sum(times.values()) / 1e3:.1f} ms; '
-           f'trace: {newest})']
+  lines = [f'Top {top} operations by time per call (both threads summed: '
+           f'{sum(times.values()) / 1e3:.1f} ms; trace: {newest})']
   for name, micros in times.most_common(top):
     lines.append(f'{micros / 1e3:8.2f} ms  {name:<36} {names.get(name, "")[:90]}')
   return '\n'.join(lines)
 
 
 def main(argv=None) -> None:
-  parser = bench.argument_parser(__doc__.splitlines()[0])
+  parser = harness.argument_parser(__doc__.splitlines()[0])
   parser.add_argument('--variant', default='train', choices=VARIANTS)
   parser.add_argument('--trace_dir', default='', help='also trace two calls into this directory')
   parser.add_argument('--top', type=int, default=30, help='operations listed from the trace')
-  args = bench.parse_args(argv, parser)
-  bench.select_device(args.device)
+  args = harness.parse_args(argv, parser)
+  harness.select_device(args.device)
   with conv.use_impl(args.conv_impl):
-    setup = bench.jax_setup(args)
+    setup = harness.jax_setup(args)
     name = args.variant
     start = time.perf_counter()
     compiled = setup['programs'][name].lower(*setup['arguments'][name]).compile()
@@ -115,5 +113,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  hugepages.restart_with_huge_pages()   # As bench.py; GLA_JAX_HUGE_PAGES=0 to compare.
+  hugepages.restart_with_huge_pages()   # As benchmarks.bench; GLA_JAX_HUGE_PAGES=0 to compare.
   main()

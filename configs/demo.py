@@ -3,7 +3,7 @@ r"""The main job on a CPU: train a tiny 3D ResNeXt on synthetic actions, then ex
   python main.py --config=configs/demo.py --workdir=runs/demo --mode=all
 
 Tiny preset with a 3x3x3 stem, no max pool and no time striding on 8-class synthetic clips
-(`gla_jax.synthetic`, 'demo' difficulty: large, fast actors) rendered at the
+(`gla_jax.data.synthetic`, 'demo' difficulty: large, fast actors) rendered at the
 crop size, so no resize and no cut-off actor, trained with AdamW. Why these
 choices: README "Training the demo" (with Hara's 7x7x7 stem and max pool,
 with SGD, or on the default difficulty's slow motions the network stays near
@@ -21,7 +21,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   del arg   # No variants.
   config = defaults.base_config()
   config.model.preset = 'tiny'
-  config.model.num_classes = 8          # synthetic.CLASS_NAMES
+  config.model.num_classes = 8          # synthetic_settings.CLASS_NAMES
   config.model.stem_kernel = (3, 3, 3)
   config.model.max_pool = False
   # Every stage keeps all 8 frames: with Hara's time strides layer3 and layer4

@@ -15,7 +15,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   del arg   # No variants.
   config = defaults.base_config()
   config.model.preset = 'tiny'
-  config.model.num_classes = 8          # synthetic.CLASS_NAMES
+  config.model.num_classes = 8          # synthetic_settings.CLASS_NAMES
 
   data = config.data
   data.source = 'synthetic'

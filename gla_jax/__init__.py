@@ -6,7 +6,7 @@ Localization and Action Recognition using Global-Local Attention of 3D CNN"
 """
 __version__ = '0.2.0'
 
-from gla_jax import models
 from gla_jax import explain
+from gla_jax import models
 from gla_jax.explain import localize
 from gla_jax.models import convert

@@ -7,7 +7,7 @@ Durations are in steps. Every config is locked, so a misspelt override
 """
 import ml_collections
 
-from gla_jax.data import input_pipeline
+from gla_jax.data import sampling
 from gla_jax.explain import loc_metrics
 
 
@@ -125,7 +125,7 @@ def data_config() -> ml_collections.ConfigDict:
       folder or codec is wrong; 0 stops at the first unreadable video.
     retries: extra attempts at reading an example whose source raised
       (anything but `video_io.VideoReadError`), with a short back-off.
-    synthetic: generator settings (`synthetic.SyntheticConfig`): difficulty
+    synthetic: generator settings (`synthetic_settings.SyntheticConfig`): difficulty
       ('default' or 'hard'), train_size and val_size (videos per split; eval
       reads 'val'), num_frames (frames generated per video; may exceed the
       clip's num_frames), height, width (the generated frame size; may exceed
@@ -148,9 +148,9 @@ def data_config() -> ml_collections.ConfigDict:
       num_frames=16,
       frame_stride=1,
       crop_size=112,
-      train_scales=input_pipeline.HARA_SCALES,
+      train_scales=sampling.HARA_SCALES,
       flip=True,
-      mean=input_pipeline.ACTIVITYNET_MEAN,
+      mean=sampling.ACTIVITYNET_MEAN,
       std=(1.0, 1.0, 1.0),
       workers=2,
       worker_type='thread',

@@ -10,7 +10,7 @@ all of it anew: one page fault per 4 KiB page, 164,000 per ResNeXt-50 step,
 transparent huge pages (`madvise(MADV_HUGEPAGE)`) on such blocks: 2 MiB pages,
 about 730 faults and 0.07 s (measured with `benchmarks/step_profile.py`,
 medians of 5 steps: ResNeXt-50 training step 0.67 -> 0.62 s, the demo's
-0.28 -> 0.22 s; `benchmarks/RESULTS.md`).
+0.28 -> 0.22 s; docs/results.md).
 
 The tunable is read when a process starts, so `restart_with_huge_pages`
 re-executes the running command (`os.execve`) with it added to

@@ -4,15 +4,27 @@ The batch is split over the leading axis across a 1-D mesh with axis `'data'`;
 parameters, optimizer state and BatchNorm statistics are replicated. Under
 `jit` with a globally sharded batch, XLA inserts the gradient all-reduce and
 BatchNorm's batch statistics are already global, so the model code needs no
-`axis_name`.
+`axis_name`. `initialize_distributed` starts a multi-host run.
 """
 from typing import Any, Optional
 
 import jax
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
+
+
+def initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """`jax.distributed.initialize()` when `config.distributed` and not done yet.
+
+  Must run before any JAX computation. Without arguments JAX reads the
+  coordinator and process ids from the cluster (SLURM, Open MPI, TPU pods,
+  Kubernetes); a launcher may also initialise it itself before calling us.
+  """
+  if config.distributed and not jax.distributed.is_initialized():
+    jax.distributed.initialize()
 
 
 def make_mesh(num_devices: Optional[int] = None) -> Mesh:

@@ -14,14 +14,15 @@ import numpy as np
 from gla_jax import config_checks
 from gla_jax import explain
 from gla_jax import models
-from gla_jax.data import input_pipeline
-from gla_jax.data import synthetic
+from gla_jax.data import sources
+from gla_jax.data import synthetic_settings
 from gla_jax.explain import localize
 from gla_jax.explain import long_video
+from gla_jax.models import building
 from gla_jax.models import gating
 from gla_jax.training import checkpoints
 from gla_jax.training import evaluate
-from gla_jax.training import train
+from gla_jax.training import optimization
 
 _SYNTHETIC_SIZES = ('train_size', 'val_size', 'num_frames', 'height', 'width')
 _DATA_PATH_KEYS = ('root', 'eval_root', 'annotations', 'train_split_file', 'eval_split_file',
@@ -66,13 +67,13 @@ def validate_model(config: ml_collections.ConfigDict) -> models.ResNeXt3D:
   config_checks.boolean(model, 'model', 'gated')
   config_checks.choice(model, 'model', 'gate_normalization', gating.NORMALIZATIONS)
   config_checks.choice(model, 'model', 'gate_head', gating.HEADS)
-  return train.create_model(config)   # Unknown preset or dtype.
+  return building.create_model(config)   # Unknown preset or dtype.
 
 
 def validate_data(data_config: ml_collections.ConfigDict) -> None:
   """`config.data`: types and ranges (paths are checked when a source opens them)."""
   section = 'data'
-  config_checks.choice(data_config, section, 'source', input_pipeline.SOURCES)
+  config_checks.choice(data_config, section, 'source', sources.SOURCES)
   for key in ('num_frames', 'frame_stride', 'crop_size'):
     config_checks.integer(data_config, section, key, minimum=1)
   config_checks.numbers_tuple(data_config, section, 'train_scales', above=0, maximum=1,
@@ -93,7 +94,7 @@ def validate_data(data_config: ml_collections.ConfigDict) -> None:
   config_checks.integer(data_config.synthetic, synthetic_section, 'seed', minimum=0)
   if data_config.source == 'synthetic':
     config_checks.choice(data_config.synthetic, synthetic_section, 'difficulty',
-                         sorted(synthetic.DIFFICULTIES))
+                         sorted(synthetic_settings.DIFFICULTIES))
   if data_config.source == 'folder' and not data_config.root:
     raise ValueError("config.data.source='folder' needs config.data.root, the folder holding "
                      '<class>/<video> files (and config.data.eval_root when the evaluation '
@@ -103,7 +104,7 @@ def validate_data(data_config: ml_collections.ConfigDict) -> None:
 def validate_train(config: ml_collections.ConfigDict) -> None:
   """`config.train`."""
   train_config = config.train
-  config_checks.choice(train_config, 'train', 'optimizer', train.OPTIMIZERS)
+  config_checks.choice(train_config, 'train', 'optimizer', optimization.OPTIMIZERS)
   for key, minimum, hint in (('batch_size', 1, 'global, over all devices'),
                              ('num_steps', 1, ''), ('warmup_steps', 0, ''), ('seed', 0, ''),
                              ('log_every', 1, ''), ('eval_every', 0, '0 = only at the end'),
@@ -120,8 +121,8 @@ def validate_train(config: ml_collections.ConfigDict) -> None:
   for key in ('nesterov', 'drop_head', 'tensorboard'):
     config_checks.boolean(train_config, 'train', key)
   config_checks.string(train_config, 'train', 'init_checkpoint')
-  config_checks.choice(train_config, 'train', 'schedule', train.SCHEDULES)
-  config_checks.choice(train_config, 'train', 'freeze_until', ('',) + train.FREEZE_POINTS)
+  config_checks.choice(train_config, 'train', 'schedule', optimization.SCHEDULES)
+  config_checks.choice(train_config, 'train', 'freeze_until', ('',) + optimization.FREEZE_POINTS)
   config_checks.choice(train_config, 'train', 'best_metric', evaluate.RANKING_METRICS)
   boundaries = config_checks.numbers_tuple(train_config, 'train', 'step_boundaries',
                                            integers=True)
@@ -145,7 +146,7 @@ def validate_eval(config: ml_collections.ConfigDict) -> None:
   config_checks.integer(evaluation, 'eval', 'batch_size', minimum=1)
   config_checks.integer(evaluation, 'eval', 'max_batches', minimum=0,
                         hint='0 = the whole split')
-  config_checks.choice(evaluation, 'eval', 'split', input_pipeline.SPLITS)
+  config_checks.choice(evaluation, 'eval', 'split', sources.SPLITS)
   config_checks.choice(evaluation, 'eval', 'checkpoint', checkpoints.WHICH)
 
 

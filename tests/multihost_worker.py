@@ -27,7 +27,7 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, out: str)
                                num_processes=num_processes, process_id=process_id,
                                initialization_timeout=120)
   from configs import tiny  # pylint: disable=g-import-not-at-top
-  from gla_jax.training import train  # pylint: disable=g-import-not-at-top
+  from gla_jax.training import loop  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   with config.unlocked():
     config.train.num_steps = NUM_STEPS
@@ -35,7 +35,7 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, out: str)
     config.train.checkpoint_every = 0
     config.eval.max_batches = 1
   assert jax.process_count() == num_processes and jax.device_count() == TOTAL_DEVICES
-  final = train.train_and_evaluate(config, workdir)
+  final = loop.train_and_evaluate(config, workdir)
   variables, _ = train_variables(workdir)
   if jax.process_index() == 0:
     flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(leaf)

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from gla_jax.data import synthetic
+from gla_jax.data import synthetic_settings
 from gla_jax.data import video_io
 
 torch_resnext = pytest.importorskip('tests.torch_resnext')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ['--config=configs/common.py', '--config.model.preset=tiny',
+TINY = ['--config=tiny',   # a shipped config by name
+        '--config.model.preset=tiny',
         '--config.model.num_classes=8', '--config.data.crop_size=32',
         '--config.data.num_frames=8', '--config.explain.batch_size=2']
 
@@ -28,7 +30,8 @@ def test_convert_then_explain_a_video_file(tmp_path):
   torch_resnext.randomize_(net, seed=1)
   torch_resnext.save_published_checkpoint(net, tmp_path / 'tiny.pth', arch='resnext-tiny')
   # 21 frames of 48 x 64: not a multiple of the clip length, not square.
-  clip = synthetic.generate_video(synthetic.SyntheticConfig(height=48, width=64), 0, num_frames=21)
+  clip = synthetic.generate_video(synthetic_settings.SyntheticConfig(height=48, width=64), 0,
+                                  num_frames=21)
   video_io.write_video(str(tmp_path / 'walk.avi'), clip.video)
   workdir = str(tmp_path / 'work')
 

@@ -13,9 +13,7 @@ cache directory: the training and evaluation steps compile once per machine
 import json
 import logging
 import os
-import random
 import signal
-import string
 import subprocess
 import sys
 import threading
@@ -29,14 +27,17 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from gla_jax.training import checkpoints
-from gla_jax.models import convert
 from gla_jax import explain
-from gla_jax.data import input_pipeline
 from gla_jax import models
-from gla_jax.outputs import reports
-from gla_jax.training import train
+from gla_jax import weights
+from gla_jax.data import bad_data
+from gla_jax.data import loader
+from gla_jax.data import sources
 from gla_jax.data import video_io
+from gla_jax.models import convert
+from gla_jax.outputs import reports
+from gla_jax.training import checkpoints
+from gla_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CACHE_OPTIONS = {'jax_persistent_cache_min_compile_time_secs': 0.0,
@@ -89,19 +90,19 @@ def _assert_trees_equal(got, want):
 def reference(tmp_path_factory):
   """An uninterrupted run: (workdir, final metrics)."""
   workdir = str(tmp_path_factory.mktemp('reference'))
-  return workdir, train.train_and_evaluate(_config(), workdir)
+  return workdir, loop.train_and_evaluate(_config(), workdir)
 
 
 def _patched_batches(monkeypatch, on_step):
   """Routes train_and_evaluate's batches through `on_step(step, batch)` (which may edit them)."""
-  real = input_pipeline.train_batches
+  real = loader.train_batches
 
   def batches(*args, start_step=0, **kwargs):
     for step, batch in enumerate(real(*args, start_step=start_step, **kwargs), start_step):
       on_step(step, batch)
       yield batch
 
-  monkeypatch.setattr(input_pipeline, 'train_batches', batches)
+  monkeypatch.setattr(loader, 'train_batches', batches)
 
 
 # ------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_one_frame_video_is_loop_padded(tmp_path):
   _write_clip(tmp_path / 'walk' / 'single.avi', num_frames=1)
   config = _config().data
   config.update(source='folder', root=str(tmp_path), workers=0)
-  batch = next(input_pipeline.train_batches(config, 2, seed=0))
+  batch = next(loader.train_batches(config, 2, seed=0))
   assert batch['video'].shape == (2, 8, 16, 16, 3)
   # The clip repeats the one frame (Hara's LoopPadding).
   np.testing.assert_array_equal(batch['video'][0], np.broadcast_to(batch['video'][0, :1],
@@ -213,104 +214,19 @@ def test_misspelt_config_keys_are_refused_with_a_suggestion():
     config.update_from_flattened_dict({'data.num_frame': 8})
 
 
-@pytest.mark.parametrize('key, value, error, message', [
-    ('train.batch_size', 6, ValueError, r'not divisible by the 4 devices; use a multiple of 4'),
-    ('data.num_frames', 0, ValueError, r'config.data.num_frames=0: must be >= 1'),
-    ('data.crop_size', -4, ValueError, r'config.data.crop_size=-4: must be >= 1'),
-    ('data.train_scales', (0.0,), ValueError, r'config.data.train_scales.*> 0'),
-    ('data.std', (1.0, 0.0, 1.0), ValueError, r'config.data.std.*> 0'),
-    ('data.source', 'folder', ValueError, r'config.data.root'),
-    ('data.max_bad_fraction', 1.5, ValueError, r'max_bad_fraction=1.5: must be >= 0 and <= 1'),
-    ('train.freeze_until', 'layer2', ValueError, r'set config.train.init_checkpoint'),
-    ('train.warmup_steps', 100, ValueError, r'warmup_steps=100: must be in \[0, num_steps'),
-    ('train.max_nonfinite_steps', 0, ValueError, r'max_nonfinite_steps=0: must be >= 1'),
-    ('model.num_classes', None, TypeError, r'config.model.num_classes=None: must be an integer'),
-    ('eval.split', 'test', ValueError, r"eval.split 'test'; choose one of \('train', 'eval'\)"),
-])
-def test_impossible_settings_name_the_key_and_fix(key, value, error, message):
-  config = tiny.get_config()
-  config.update_from_flattened_dict({key: value})
-  with pytest.raises(error, match=message):
-    train.validate_config(config, num_devices=4)
-
-
-def _flat_keys(config, sections=('model', 'data', 'train', 'eval')):
-  keys = []
-  for section in sections:
-    for key, value in config[section].items():
-      if isinstance(value, ml_collections.ConfigDict):
-        keys += [f'{section}.{key}.{inner}' for inner in value.keys()]
-      else:
-        keys.append(f'{section}.{key}')
-  return keys
-
-
-# Keys whose any string is acceptable to validation (paths, names, opened later).
-_FREE_TEXT = {'data.root', 'data.eval_root', 'data.annotations', 'data.train_split_file',
-              'data.eval_split_file', 'data.tfds_name', 'data.tfds_train_split',
-              'data.tfds_eval_split', 'data.tfds_data_dir', 'train.init_checkpoint'}
-
-
-def _bad_value(key, default, rng):
-  """A value `key` cannot take: a wrong type, None, or out of range."""
-  if isinstance(default, bool):
-    return rng.choice([None, 'yes', 1])
-  if isinstance(default, (int, float)):
-    return rng.choice([None, 'many', [1], -7, True] if isinstance(default, int)
-                      else [None, 'fast', -3.5, float('nan'), (1.0,)])
-  if isinstance(default, str):
-    return rng.choice([None, 3, ['a']] if key in _FREE_TEXT else [None, 3, 'no_such_choice'])
-  if isinstance(default, tuple):
-    return rng.choice([None, 'abc', ('x', 'y', 'z'), (float('inf'),) * 3])
-  raise AssertionError(f'{key}: no bad value for {default!r}')
-
-
-def test_random_bad_config_values_name_the_key():
-  """30 random overrides of wrong type or range: an error naming the key, never a JAX one."""
-  rng = random.Random(6)
-  config = tiny.get_config()
-  keys = _flat_keys(config)
-  seen = set()
-  for trial in range(30):
-    key = rng.choice(keys)
-    default = config[key.split('.')[0]]
-    for part in key.split('.')[1:]:
-      default = default[part]
-    fresh = tiny.get_config()
-    if trial % 6 == 5:   # A misspelt key.
-      position = rng.randrange(len(key.split('.')[-1]))
-      name = key.split('.')[-1]
-      misspelt = '.'.join(key.split('.')[:-1] + [name[:position] + rng.choice(
-          string.ascii_lowercase.replace(name[position], '')) + name[position + 1:]])
-      with pytest.raises((AttributeError, KeyError), match='Did you mean'):
-        fresh.update_from_flattened_dict({misspelt: 1})
-      continue
-    value = _bad_value(key, default, rng)
-    seen.add(key)
-    try:
-      fresh.update_from_flattened_dict({key: value})   # ml_collections' own type check.
-      train.validate_config(fresh, num_devices=4)
-    except (TypeError, ValueError) as error:
-      assert key.split('.')[-1] in str(error), (key, value, error)
-      assert 'jax' not in type(error).__module__, (key, value, error)
-    else:
-      pytest.fail(f'config.{key}={value!r} was accepted')
-  assert len(seen) >= 15
-
-
 def test_checkpoints_of_another_model_name_the_fix(tiny_model):
   model, variables = tiny_model
   # Fine-tuning weights with another class count.
   other = models.init_variables(models.create('tiny', num_classes=5), jax.random.key(1),
                                 (1, 8, 16, 16, 3))
-  head = train._head_paths(model)   # pylint: disable=protected-access
+  head = weights.head_paths(model)
   with pytest.raises(ValueError, match=r'Only the classifier differs: set config.train.drop_head'):
-    train.merge_init_variables(variables, other, head, drop_head=False, source='five.ckpt')
+    weights.fit(variables, other, head, drop_head=False, source='five.ckpt')
   # Another architecture: blocks missing or misshaped.
   deeper = {'params': {**other['params'], 'layer9_0': {'kernel': np.zeros(3)}},
             'batch_stats': other['batch_stats']}
   with pytest.raises(ValueError, match=r'(?s)unexpected: params/layer9_0.*Check config.model'):
-    train.merge_init_variables(variables, deeper, head, drop_head=True, source='deep.ckpt')
+    weights.fit(variables, deeper, head, drop_head=True, source='deep.ckpt')
 
 
 @pytest.mark.parametrize('torch_preset, num_classes, fix', [
@@ -336,7 +252,7 @@ def test_resuming_another_models_workdir_is_refused(tmp_path, saved_preset, save
     manager.save(3, {'params': {'w': np.zeros(2)}},
                  {'step': 3, 'preset': saved_preset, 'num_classes': saved_classes})
   with pytest.raises(ValueError, match=fix):
-    train.train_and_evaluate(_config(), str(tmp_path))
+    loop.train_and_evaluate(_config(), str(tmp_path))
 
 
 def test_resuming_after_a_state_changing_config_edit_lists_the_changes(tmp_path):
@@ -347,7 +263,7 @@ def test_resuming_after_a_state_changing_config_edit_lists_the_changes(tmp_path)
   edited = _config(momentum=0.0)   # No momentum buffer: another optimizer state.
   with pytest.raises(ValueError, match=r"(?s)Cannot resume from .*3.*differs from the "
                                        r"checkpoint's: train.momentum: 0.9 -> 0.0.*new --workdir"):
-    train.train_and_evaluate(edited, str(tmp_path))
+    loop.train_and_evaluate(edited, str(tmp_path))
 
 
 def test_annotation_boxes_outside_the_frame_are_refused(tmp_path):
@@ -360,7 +276,7 @@ def test_annotation_boxes_outside_the_frame_are_refused(tmp_path):
   config.update(source='folder', root=str(tmp_path))
   with pytest.raises(ValueError, match=r"'walk/a.avi', frame 1: box \[10, 4, 20, 12\] lies "
                                        r'outside 16 x 16.*clip it to'):
-    input_pipeline.create_source(config, 'train')
+    sources.create_source(config, 'train')
 
 
 # ------------------------------------------------------------------------------
@@ -395,11 +311,11 @@ def _folder_config(root, **overrides):
 def test_unreadable_videos_are_skipped_counted_and_reported(tmp_path, caplog):
   _video_folder(tmp_path, {2: 'noise', 5: 'truncated', 7: 'empty'})
   config = _folder_config(tmp_path)
-  source = input_pipeline.create_source(config, 'train')
+  source = sources.create_source(config, 'train')
   broken = {source.paths.index(f'{"left" if i % 2 else "right"}/v{i}.avi') for i in (2, 5, 7)}
-  health = input_pipeline.DataHealth('train', config.max_bad_fraction)
+  health = bad_data.DataHealth('train', config.max_bad_fraction)
   caplog.set_level(logging.WARNING)
-  batches = input_pipeline.train_batches(config, 5, seed=0, health=health)
+  batches = loader.train_batches(config, 5, seed=0, health=health)
   epoch = [next(batches) for _ in range(2)]   # Ten rows: one epoch.
   batches.close()
   assert set(health.unreadable) == {source.path(i) for i in broken}
@@ -408,7 +324,7 @@ def test_unreadable_videos_are_skipped_counted_and_reported(tmp_path, caplog):
   used = np.concatenate([b['video_index'] for b in epoch])
   assert not set(used.tolist()) & broken
   # Each unreadable video's row is read from the next readable video in index order.
-  order = input_pipeline.epoch_permutation(0, 0, 10)
+  order = loader.epoch_permutation(0, 0, 10)
   for position, video in enumerate(order):
     want = video
     while want in broken:
@@ -418,15 +334,15 @@ def test_unreadable_videos_are_skipped_counted_and_reported(tmp_path, caplog):
   assert health.pop_epoch_reports() == [{'data/epoch': 1.0, 'data/skipped_examples': 3.0,
                                          'data/unreadable_videos': 3.0}]
   # Deterministic: a resumed pipeline (threads or not) gives the same second batch.
-  resumed = input_pipeline.train_batches(_folder_config(tmp_path, workers=0), 5, seed=0,
-                                         start_step=1)
+  resumed = loader.train_batches(_folder_config(tmp_path, workers=0), 5, seed=0,
+                                 start_step=1)
   second = next(resumed)
   resumed.close()
   for key in epoch[1]:
     np.testing.assert_array_equal(second[key], epoch[1][key], err_msg=key)
 
   # Evaluation leaves the unreadable videos' clips out (mask False).
-  eval_batch = next(input_pipeline.eval_batches(config, 'eval', 10))
+  eval_batch = next(loader.eval_batches(config, 'eval', 10))
   assert eval_batch['mask'].sum() == 7
   assert not set(eval_batch['video_index'][eval_batch['mask']].tolist()) & broken
 
@@ -434,8 +350,8 @@ def test_unreadable_videos_are_skipped_counted_and_reported(tmp_path, caplog):
 def test_too_many_unreadable_videos_stop_with_the_list(tmp_path):
   _video_folder(tmp_path, {1: 'noise', 4: 'noise'})
   config = _folder_config(tmp_path, max_bad_fraction=0.1)   # One of ten tolerated.
-  batches = input_pipeline.train_batches(config, 10, seed=0)
-  with pytest.raises(input_pipeline.BadDataError,
+  batches = loader.train_batches(config, 10, seed=0)
+  with pytest.raises(bad_data.BadDataError,
                      match=r'(?s)(?=.*v1\.avi)(?=.*v4\.avi)2 of the 10 train videos are '
                            r'unreadable.*max_bad_fraction=0.1.*re-download.*raise '
                            r'config.data.max_bad_fraction'):
@@ -444,8 +360,8 @@ def test_too_many_unreadable_videos_stop_with_the_list(tmp_path):
 
 def test_failing_source_is_retried_then_replaced(monkeypatch, caplog):
   config = _config().data
-  clean = next(input_pipeline.train_batches(config, 8, seed=0))
-  real_load = input_pipeline.SyntheticSource.load
+  clean = next(loader.train_batches(config, 8, seed=0))
+  real_load = sources.SyntheticSource.load
   calls = {}
 
   def flaky_load(self, index, frame_indices):
@@ -456,12 +372,12 @@ def test_failing_source_is_retried_then_replaced(monkeypatch, caplog):
       raise RuntimeError('record checksum mismatch (permanent)')
     return real_load(self, index, frame_indices)
 
-  monkeypatch.setattr(input_pipeline.SyntheticSource, 'load', flaky_load)
-  monkeypatch.setattr(input_pipeline, '_RETRY_DELAY_S', 0.0)
+  monkeypatch.setattr(sources.SyntheticSource, 'load', flaky_load)
+  monkeypatch.setattr(bad_data, '_RETRY_DELAY_S', 0.0)
   caplog.set_level(logging.WARNING)
   config.max_bad_fraction = 0.1
-  health = input_pipeline.DataHealth('train', config.max_bad_fraction)
-  batch = next(input_pipeline.train_batches(config, 8, seed=0, health=health))
+  health = bad_data.DataHealth('train', config.max_bad_fraction)
+  batch = next(loader.train_batches(config, 8, seed=0, health=health))
   # The transient failure was retried: row 0 is the clean one.
   np.testing.assert_array_equal(batch['video'][0], clean['video'][0])
   assert 'retry 1 of 2' in caplog.text
@@ -494,7 +410,7 @@ jax.config.update('jax_num_cpu_devices', 4)   # As tests/conftest.py.
 for name, value in json.loads(os.environ['JAX_OPTIONS']).items():
   jax.config.update(name, value)
 import orbax.checkpoint as ocp
-from gla_jax.training import train
+from gla_jax.training import loop
 import test_reliability
 
 stall = int(os.environ['STALL_AT_STEP'])
@@ -510,7 +426,7 @@ async def stalled_save(self, item, directory):
 
 
 ocp.JsonCheckpointHandler._save_fn = stalled_save
-result = train.train_and_evaluate(test_reliability._config(), sys.argv[1])
+result = loop.train_and_evaluate(test_reliability._config(), sys.argv[1])
 print('RESULT', json.dumps({'step': result['step']}), flush=True)
 '''
 
@@ -564,12 +480,12 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, reference):
 
   _patched_batches(monkeypatch, terminate_before_step_1)
   previous_handler = signal.getsignal(signal.SIGTERM)
-  result = train.train_and_evaluate(_config(), str(tmp_path))
+  result = loop.train_and_evaluate(_config(), str(tmp_path))
   assert result['interrupted'] == 'SIGTERM' and result['step'] == 2
   assert checkpoints.training_step(tmp_path) == 2
   assert signal.getsignal(signal.SIGTERM) is previous_handler
   monkeypatch.undo()
-  resumed = train.train_and_evaluate(_config(), str(tmp_path))
+  resumed = loop.train_and_evaluate(_config(), str(tmp_path))
   assert resumed['step'] == 4 and 'interrupted' not in resumed
   _assert_trees_equal(_params(tmp_path), _params(reference[0]))
   assert resumed['eval/clip_accuracy'] == reference[1]['eval/clip_accuracy']
@@ -590,7 +506,7 @@ def _poison(steps):
 def test_a_nan_batch_is_skipped_and_reported(tmp_path, monkeypatch, caplog):
   _patched_batches(monkeypatch, _poison({1}))   # Step 2 (the second) sees NaN clips.
   caplog.set_level(logging.WARNING)
-  result = train.train_and_evaluate(_config(), str(tmp_path))
+  result = loop.train_and_evaluate(_config(), str(tmp_path))
   assert result['step'] == 4 and result['nonfinite_steps'] == 1
   assert np.isfinite(result['train/loss']) and np.isfinite(result['eval/loss'])
   assert 'Step 2: non-finite loss' in caplog.text and 'video_index' in caplog.text
@@ -605,9 +521,9 @@ def test_a_nan_batch_is_skipped_and_reported(tmp_path, monkeypatch, caplog):
 
 def test_max_nonfinite_steps_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   _patched_batches(monkeypatch, _poison({1, 2, 3}))
-  with pytest.raises(train.NonFiniteTrainingError,
+  with pytest.raises(loop.NonFiniteTrainingError,
                      match=r'2 consecutive training steps \(2 to 3\).*max_nonfinite_steps=2.*'
                            r'latest checkpoint, step 2.*lower config.train.learning_rate'):
-    train.train_and_evaluate(_config(max_nonfinite_steps=2), str(tmp_path))
+    loop.train_and_evaluate(_config(max_nonfinite_steps=2), str(tmp_path))
   assert checkpoints.training_step(tmp_path) == 2     # Step 3 tripped the limit: not saved.
   _assert_trees_equal(_params(tmp_path, 2), _params(tmp_path, 1))

@@ -1,7 +1,7 @@
 """Localization ground truth on disk: the project's annotation file, and UCF101-24.
 
 The annotation file (JSON) is the one `synthetic.export_video_folder` writes
-and `input_pipeline` reads for the 'folder' source:
+and `sources.FolderSource` reads for the 'folder' source:
 
   {
     "classes": ["move_left", ...],            # label i is classes[i]

@@ -1,8 +1,11 @@
 """Global-local attention: per-layer maps, their aggregation, localization and its evaluation.
 
 `from gla_jax import explain` gives the compiled explanation (`explain.explain`,
-`explain.make_explainer`, the per-layer map functions); the submodules hold
-localization (`localize`), its metrics, the method comparison and long videos.
+`explain.make_explainer`, the per-layer map functions: `attention`); the
+submodules hold localization (`localize`), its metrics (`loc_metrics`,
+`perturbation`), the method comparison (`comparison`) and long videos
+(`long_video`). Computation only: arrays in, arrays out; the files are
+written by `gla_jax.outputs`.
 """
 from gla_jax.explain.attention import (AGGREGATES, LAYER_SETS, METHODS, NORMALIZATIONS,
                                        POOLINGS, Explanation, aggregate_maps, check_clips,

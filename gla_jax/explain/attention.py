@@ -1,17 +1,14 @@
 """Layer-wise gradient-weighted attention, global to local, in one compiled function.
 
-For a batch of clips, `explain` runs the forward pass once, picks the target
-class (the argmax of the logits unless given), and takes the gradient of that
-class score with respect to every selected tapped activation through the
-model's perturbations (`jax.grad`, no second forward pass). Each layer gives a
-map at its own resolution, which is up-sampled to the clip's T x H x W,
-normalised to [0, 1] and aggregated into the global-local attention.
-
-Default per-layer map (`gradcam`): channel weights w_k = mean over (t, h, w) of
-d(score)/dA_k, map = ReLU(sum_k w_k A_k), trilinear up-sampling with
-half-pixel centres (PyTorch's `interpolate(mode='trilinear',
-align_corners=False)`), then min-max normalisation per clip (a constant map
-becomes zeros).
+`explain` runs the forward pass once, picks the target class (the argmax
+unless given) and takes its score's gradient with respect to every selected
+tapped activation (`jax.grad`, no second forward pass). Each layer's map is
+up-sampled to the clip's T x H x W, normalised to [0, 1] and aggregated into
+the global-local attention. Default map (`gradcam`, Selvaraju et al.):
+w_k = mean over (t, h, w) of d(score)/dA_k, map = ReLU(sum_k w_k A_k),
+trilinear up-sampling with half-pixel centres (PyTorch's
+`interpolate(mode='trilinear', align_corners=False)`), min-max normalisation
+per clip (a constant map becomes zeros). Details: docs/design.md sections 1, 3.
 
 References:
   Yudistira, Kavitha, Kurita. "Weakly-Supervised Action Localization and Action
@@ -321,7 +318,7 @@ def explain(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax.Array
   missing = [c for c in ('params', 'batch_stats') if c not in variables]
   if missing:
     raise ValueError(f'variables lack {missing}: pass the {{"params", "batch_stats"}} dict of '
-                     'a checkpoint (inference.load_variables or train.TrainState.variables).')
+                     'a checkpoint (weights.for_config(...).variables or TrainState.variables).')
   if target is not None:
     target = jnp.asarray(target, jnp.int32).reshape(video.shape[0])
   layers = layers if isinstance(layers, str) else tuple(layers)
@@ -361,8 +358,8 @@ def check_clips(video: Any) -> None:
   if min(shape[:4]) < 1:
     raise ValueError(f'Empty clips {shape}: batch, frames, height and width must all be >= 1; '
                      'a video shorter than a clip is loop-padded by '
-                     'input_pipeline.eval_frame_indices.')
+                     'sampling.eval_frame_indices.')
   if not jnp.issubdtype(video.dtype, jnp.floating):
     raise TypeError(f'Clips must be floating point, normalised as in training ((x - data.mean) '
                     f'/ data.std); got {video.dtype}. For uint8 frames use '
-                    'input_pipeline.center_clip(frames, config.data)[1].')
+                    'sampling.center_clip(frames, config.data)[1].')

@@ -1,45 +1,14 @@
 """Which attention localizes best: every method on the same clips, against ground truth.
 
-`run` (`--mode=loc_eval`) explains `config.localize.max_clips` clips of the
-evaluation split that have ground-truth boxes and scores these methods on
-them, all explaining the model's predicted class (the paper's rule):
-
-  gradcam:layer4           last-layer Grad-CAM (global only): the baseline;
-  gradcam:<stage>          Grad-CAM of one other stage alone (layer3 .. conv1);
-  global-local:<how>       the Grad-CAMs of all stages aggregated by `how`
-                           (mean, max, product): the paper's global-local
-                           attention and two fusions of it;
-  layercam:mean            LayerCAM of all stages, mean;
-  gradcam_pp:mean          Grad-CAM++ of all stages, mean;
-  gate:<stage>, gate:mean  a gated model's attention gates, alone and their
-                           mean (only for `models.ResNeXt3D(gated=True)`).
-
-All methods come from ONE forward and backward pass per batch
-(`explain.tap_gradients`): each stage's map is `explain`'s per-layer map
-(`layer_map`, `upsample`, `normalize`) and the fusions are
-`explain.aggregate_maps`, so a method's maps are those `explain.explain`
-gives for the same options (tests/test_loc_eval.py checks the baseline
-against `explain.explain(layers=('layer4',))`). Per-layer options
-(`pooling`, `normalization`) follow `config.explain`.
-
-Protocol (Choe et al. 2020): the clips are split at random
-(`config.localize.seed`) into a held-out part (`held_out_fraction`) on which
-each method's box threshold is chosen from `config.localize.thresholds`
-(best localization accuracy, `loc_metrics.threshold_sweep`) and a reported
-part on which every metric is computed at that threshold. Deletion and
-insertion (RISE) run on the first `curve_clips` reported clips with the
-softmax probability of the explained class. The best global-local fusion is
-the one with the best held-out accuracy, so choosing it does not look at the
-reported numbers either.
-
-Output in `<workdir>/loc_eval/`: `comparison.json` (every number, the chosen
-thresholds, the held-out accuracies per threshold, the clips of each part),
-`comparison.md` (the table and a verdict written from the numbers) and
-`clip_<k>.png` (`num_pictures` reported clips: every method's map with its
-predicted boxes in white and the ground truth in green).
-
-Memory: every clip and every method's map stay in memory (float32
-T x S x S each): 64 clips of 16 x 112 x 112 take about 50 MB per method.
+The methods (`method_names`), all explaining the model's predicted class (the
+paper's rule): last-layer Grad-CAM (the baseline), Grad-CAM of each other
+stage, the global-local aggregations of all stages (mean, max, product),
+LayerCAM and Grad-CAM++ of all stages, and a gated model's attention gates.
+They all come from one forward and backward pass per batch, each map exactly
+as `explain.explain` makes it. `compare` chooses each method's box threshold
+on held-out clips and reports the others (Choe et al. 2020), with
+deletion/insertion curves (RISE); the protocol is in docs/design.md section 8.
+Writing the table, JSON and pictures is `gla_jax.outputs.comparison_report`.
 
 References:
   Yudistira, Kavitha, Kurita. "Weakly-Supervised Action Localization and Action
@@ -52,35 +21,43 @@ References:
     WACV 2018.
 """
 import functools
-import json
-import logging
 import math
-import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gla_jax import explain
-from gla_jax.explain import long_video
-from gla_jax.data import input_pipeline
-from gla_jax.explain import loc_metrics
-from gla_jax.explain import localize
 from gla_jax import models
-from gla_jax.outputs import reports
-from gla_jax.outputs import pictures
-
-OUTPUT_DIR = 'loc_eval'
-JSON_FILE = 'comparison.json'
-MARKDOWN_FILE = 'comparison.md'
+from gla_jax.explain import attention
+from gla_jax.explain import loc_metrics
+from gla_jax.explain import perturbation
 
 BASELINE = f'gradcam:{models.STAGE_NAMES[-1]}'
 AGGREGATIONS = ('mean', 'max', 'product')
 GLOBAL_LOCAL = tuple(f'global-local:{how}' for how in AGGREGATIONS)
 # Differences smaller than this (half the last printed digit) count as ties.
 _TIE = 5e-4
+
+# A progress-bar factory with the signature of `gla_jax.outputs.reports.progress`
+# (total, desc, clips_per_item=0, unit='batch') -> a bar with update(n) and
+# close(); None shows none.
+Progress = Optional[Callable[..., Any]]
+
+
+class _NoBar:
+  """The bar of `progress=None`."""
+
+  def update(self, n: int = 1) -> None:
+    del n
+
+  def close(self) -> None:
+    pass
+
+
+def _bar(progress: Progress, **kwargs) -> Any:
+  return _NoBar() if progress is None else progress(**kwargs)
 
 
 def method_names(model: models.ResNeXt3D) -> Tuple[str, ...]:
@@ -120,35 +97,36 @@ def _gate_stages(model: models.ResNeXt3D) -> Tuple[str, ...]:
 def _compiled_method_maps(model: models.ResNeXt3D, pooling: str, normalization: str):
   """The jitted `(variables, video) -> (maps, logits, target)` of `method_maps`."""
   # layer_map would take any other pooling for 'time'; normalize checks its own option.
-  if pooling not in explain.POOLINGS:
+  if pooling not in attention.POOLINGS:
     raise ValueError(f'Unknown pooling {pooling!r} (config.explain.pooling); choose one of '
-                     f'{explain.POOLINGS}.')
+                     f'{attention.POOLINGS}.')
   layers = models.stage_layer_names(model)
   gate_stages = _gate_stages(model)
 
   def method_maps_fn(variables, video):
-    logits, target, activations, gradients = explain.tap_gradients(model, variables, video)
+    logits, target, activations, gradients = attention.tap_gradients(model, variables, video)
     size = video.shape[1:4]
 
     def stage_maps(method):
       # Each stage's map exactly as explain.explain makes it, for one method.
       return jnp.stack([
-          explain.normalize(explain.upsample(explain.layer_map(
+          attention.normalize(attention.upsample(attention.layer_map(
               activations[name], gradients[name], method, pooling), size), normalization)
           for name in layers])                                        # [L, B, T, H, W]
 
     gradcam = stage_maps('gradcam')
     maps = {f'gradcam:{name}': layer_map for name, layer_map in zip(layers, gradcam)}
-    maps.update({f'global-local:{how}': explain.aggregate_maps(gradcam, how)
+    maps.update({f'global-local:{how}': attention.aggregate_maps(gradcam, how)
                  for how in AGGREGATIONS})
-    maps['layercam:mean'] = explain.aggregate_maps(stage_maps('layercam'), 'mean')
-    maps['gradcam_pp:mean'] = explain.aggregate_maps(stage_maps('gradcam_pp'), 'mean')
+    maps['layercam:mean'] = attention.aggregate_maps(stage_maps('layercam'), 'mean')
+    maps['gradcam_pp:mean'] = attention.aggregate_maps(stage_maps('gradcam_pp'), 'mean')
     if gate_stages:
       # The gates' own maps, as Explanation.gate_maps has them.
-      gates = jnp.stack([explain.minmax(explain.upsample(activations[f'gate_{stage}'], size))
-                         for stage in gate_stages])
+      gates = jnp.stack([
+          attention.minmax(attention.upsample(activations[f'gate_{stage}'], size))
+          for stage in gate_stages])
       maps.update({f'gate:{stage}': gate for stage, gate in zip(gate_stages, gates)})
-      maps['gate:mean'] = explain.aggregate_maps(gates, 'mean')
+      maps['gate:mean'] = attention.aggregate_maps(gates, 'mean')
     return maps, logits, target
 
   return jax.jit(method_maps_fn)
@@ -170,7 +148,7 @@ def method_maps(model: models.ResNeXt3D, variables: Dict[str, Any], video: Any,
     explained (argmax) class [B]). Compiled once per model, options and shape.
   """
   video = jnp.asarray(video)
-  explain.check_clips(video)
+  attention.check_clips(video)
   return _compiled_method_maps(model, pooling, normalization)(variables, video)
 
 
@@ -195,42 +173,39 @@ def target_probability(model: models.ResNeXt3D, variables: Dict[str, Any],
   return lambda clips: probability(variables, clips, target)
 
 
+
 # ----------------------------------------------------------------------------
 # Clips.
 # ----------------------------------------------------------------------------
 
-def collect_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
-                  variables: Dict[str, Any]) -> Dict[str, Any]:
-  """Explains the first `config.localize.max_clips` clips of `config.eval.split`.
+def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
+                  batches: Iterable[Mapping[str, Any]], wanted: int, batch_size: int,
+                  pooling: str = 'global', normalization: str = 'minmax',
+                  progress: Progress = None) -> Dict[str, Any]:
+  """Every method's maps of the first `wanted` clips of `batches`.
+
+  Args:
+    model, variables: the network and its `{'params', 'batch_stats'}`.
+    batches: evaluation batches of `batch_size` clips with 'video', 'mask',
+      'boxes', 'present', 'label', 'video_index' (padding rows last), e.g.
+      `eval_batches` of a split with ground-truth boxes; not closed here.
+    wanted: how many clips to take (>= 1).
+    batch_size: the clips of each batch.
+    pooling, normalization: `explain.explain`'s per-layer options.
+    progress: a progress-bar factory (see `Progress`).
 
   Returns:
     {'video' [N, T, S, S, 3] normalised, 'boxes' [N, T, 4], 'present' [N, T],
     'label', 'video_index', 'target' (explained class), 'probability' (of
     it) [N], 'maps' {method: [N, T, S, S]}}, numpy.
-
-  Raises:
-    ValueError: the source has no ground-truth boxes, or no clips.
   """
-  settings, split = config.localize, config.eval.split
-  source = input_pipeline.create_source(config.data, split)
-  if not source.has_boxes:
-    raise ValueError(f'The {split!r} split of config.data.source={config.data.source!r} has no '
-                     'ground-truth boxes, so localization cannot be scored: use the synthetic '
-                     'source, or a folder with an annotations file (config.data.annotations).')
-  available = len(input_pipeline.eval_clips(source, config.data))
-  wanted = min(int(settings.max_clips), available) if settings.max_clips else available
-  if wanted < 1:
-    raise ValueError(f'The {split!r} split has no clips to evaluate.')
-  batch_size = int(settings.batch_size)
   parts: Dict[str, List[np.ndarray]] = {}
-  batches = input_pipeline.eval_batches(config.data, split, batch_size)
-  bar = reports.progress(total=math.ceil(wanted / batch_size), desc='loc_eval explain',
-                           clips_per_item=batch_size)
+  bar = _bar(progress, total=math.ceil(wanted / batch_size), desc='loc_eval explain',
+             clips_per_item=batch_size)
   collected = 0
   try:
     for batch in batches:
-      maps, logits, target = method_maps(model, variables, batch['video'],
-                                         config.explain.pooling, config.explain.normalization)
+      maps, logits, target = method_maps(model, variables, batch['video'], pooling, normalization)
       rows = min(int(batch['mask'].sum()), wanted - collected)     # padding rows come last
       probability = np.asarray(jax.nn.softmax(logits, axis=-1))
       target = np.asarray(target)
@@ -245,7 +220,6 @@ def collect_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
       if collected >= wanted:
         break
   finally:
-    batches.close()
     bar.close()
   clips = {key: np.concatenate(value) for key, value in parts.items()}
   clips['maps'] = {key[len('map/'):]: clips.pop(key) for key in list(clips)
@@ -273,19 +247,20 @@ def split_clips(num_clips: int, held_out_fraction: float, seed: int
 
 def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
                         clips: Dict[str, Any], indices: Sequence[int], steps: int,
-                        batch_size: int) -> Dict[str, List[Dict[str, loc_metrics.Curve]]]:
-  """`loc_metrics.deletion_insertion` of every method on the clips `indices`.
+                        batch_size: int, progress: Progress = None
+                        ) -> Dict[str, List[Dict[str, perturbation.Curve]]]:
+  """`perturbation.deletion_insertion` of every method on the clips `indices`.
 
   Returns:
     {method: one {'deletion', 'insertion'} per index, in order}.
   """
-  curves: Dict[str, List[Dict[str, loc_metrics.Curve]]] = {name: [] for name in clips['maps']}
-  bar = reports.progress(total=len(indices), desc='loc_eval deletion/insertion', unit='clip')
+  curves: Dict[str, List[Dict[str, perturbation.Curve]]] = {name: [] for name in clips['maps']}
+  bar = _bar(progress, total=len(indices), desc='loc_eval deletion/insertion', unit='clip')
   try:
     for index in indices:
       score_fn = target_probability(model, variables, int(clips['target'][index]))
       for name, maps in clips['maps'].items():
-        curves[name].append(loc_metrics.deletion_insertion(
+        curves[name].append(perturbation.deletion_insertion(
             score_fn, clips['video'][index], maps[index], steps=steps, batch_size=batch_size))
       bar.update(1)
   finally:
@@ -293,8 +268,9 @@ def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
   return curves
 
 
+
 # ----------------------------------------------------------------------------
-# The report.
+# The verdict.
 # ----------------------------------------------------------------------------
 
 def metric_columns(iou_threshold: float) -> Tuple[Tuple[str, str, bool], ...]:
@@ -318,7 +294,7 @@ def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float) -> Tuple[s
   The fusion is the one with the best localization accuracy on the held-out
   clips (the first of `AGGREGATIONS` on ties); the comparison is on the
   reported clips, metric by metric, and every number in it comes from
-  `methods` (`run`'s entries: threshold_sweep's and 'constant_maps').
+  `methods` (`compare`'s entries: threshold_sweep's and 'constant_maps').
 
   Returns:
     (method name, paragraph).
@@ -369,92 +345,21 @@ def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float) -> Tuple[s
   return best, ' '.join(sentences)
 
 
-def _cell(value: float, best: bool) -> str:
-  if isinstance(value, float) and math.isnan(value):
-    return 'n/a'
-  return f'**{value:.3f}**' if best else f'{value:.3f}'
 
+# ----------------------------------------------------------------------------
+# The whole comparison.
+# ----------------------------------------------------------------------------
 
-def markdown(result: Dict[str, Any]) -> str:
-  """`comparison.md`: the setting, the table (best value per column in bold), the verdict."""
-  methods, iou_threshold = result['methods'], result['settings']['iou_threshold']
-  columns = metric_columns(iou_threshold)
-  best_values = {}
-  for key, _, higher in columns:
-    values = [m['summary'][key] for m in methods.values() if not math.isnan(m['summary'][key])]
-    if values:
-      best_values[key] = max(values) if higher else min(values)
-  lines = [
-      '# Localization: attention methods compared',
-      '',
-      (f'{result["num_clips"]} clips of the `{result["split"]}` split: box thresholds chosen on '
-       f'{len(result["held_out_clips"])} held-out clips, metrics on the other '
-       f'{len(result["reported_clips"])}; deletion/insertion on {result["curve_clips"]} of them '
-       f'({result["settings"]["deletion_steps"]} steps). Every method explains the predicted '
-       f'class (clip accuracy {result["clip_accuracy"]:.3f}).'),
-      '',
-      '| method | what | threshold | ' + ' | '.join(title for _, title, _ in columns) + ' |',
-      '|---|---|---|' + '---|' * len(columns),
-  ]
-  for name in result['order']:
-    entry = methods[name]
-    cells = [_cell(entry['summary'][key], entry['summary'][key] == best_values.get(key))
-             for key, _, _ in columns]
-    lines.append(f'| `{name}` | {entry["description"]} | {entry["threshold"]:g} | '
-                 + ' | '.join(cells) + ' |')
-  lines += ['', f'**Verdict.** {result["verdict"]}', '']
-  return '\n'.join(lines)
-
-
-def _json_ready(value: Any) -> Any:
-  """Plain JSON: NaN becomes null, numpy scalars and arrays become Python values."""
-  if isinstance(value, dict):
-    return {str(k): _json_ready(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_json_ready(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return _json_ready(value.tolist())
-  if isinstance(value, np.generic):
-    value = value.item()
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
-
-
-def write_pictures(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[str, Any],
-                   methods: Dict[str, Dict[str, Any]], order: Sequence[str],
-                   indices: Sequence[int]) -> List[str]:
-  """One panel per clip of `indices`: each method's map with its boxes, and the ground truth."""
-  names = long_video.class_names(config)
-  settings = config.localize
-  paths = []
-  for index in indices:
-    frames = pictures.denormalize(clips['video'][index], config.data.mean, config.data.std)
-    rows, boxes = {}, {}
-    for name in order:
-      row = name.replace(':', '\n')         # Two short lines fit the panel's label column.
-      rows[row] = clips['maps'][name][index]
-      boxes[row] = localize.frame_boxes(rows[row], methods[name]['threshold'],
-                                        settings.relative_to, settings.policy)
-    target, label = int(clips['target'][index]), int(clips['label'][index])
-    title = (f'clip {index}: {names[label]}, explained {names[target]} '
-             f'p={clips["probability"][index]:.2f}; white predicted, green truth')
-    image = pictures.panel(frames, rows, title=title, boxes=boxes,
-                            gt_boxes=clips['boxes'][index])
-    path = os.path.join(out_dir, f'clip_{index}.png')
-    pictures.write_image(path, image)
-    paths.append(path)
-  return paths
-
-
-def run(config: ml_collections.ConfigDict, workdir: str,
-        variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-  """Compares every method's localization and writes `<workdir>/loc_eval/`.
+def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
+            variables: Dict[str, Any], clips: Dict[str, Any],
+            progress: Progress = None) -> Dict[str, Any]:
+  """Every method's thresholds and metrics on `clips` (`collect_clips` of `model`).
 
   Args:
-    config: the whole config (`localize`, `explain`, `data`, `model`, `eval.split`).
-    workdir: where the weights are and the results go.
-    variables: `{'params', 'batch_stats'}`; by default `long_video.load_variables`.
+    config: the whole config (`localize`, `explain`, `eval.split`).
+    model, variables: the network the clips were explained with.
+    clips: `collect_clips`'s output.
+    progress: a progress-bar factory (see `Progress`) for the curves.
 
   Returns:
     {'methods': {method: {'description', 'constant_maps' (the fraction of all
@@ -466,17 +371,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     'order', 'baseline', 'best_global_local', 'verdict', 'split',
     'num_clips', 'held_out_clips', 'reported_clips' (indices into the
     evaluated clips), 'curve_clips', 'clip_accuracy', 'clips' (video index,
-    label, explained class, part), 'settings', 'files'}. The JSON file holds
-    the same with NaN written as null.
+    label, explained class, part), 'settings'}.
   """
   settings = config.localize
-  model = long_video.build_model(config)
-  if variables is None:
-    variables = long_video.load_variables(config, workdir)
-  # On the device once, not once per call.
-  variables = jax.device_put({key: variables[key] for key in ('params', 'batch_stats')})
   order = method_names(model)
-  clips = collect_clips(config, model, variables)
   num_clips = len(clips['label'])
   held_out, reported = split_clips(num_clips, float(settings.held_out_fraction),
                                    int(settings.seed))
@@ -486,7 +384,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   if steps > 0:
     curve_count = min(int(settings.curve_clips) or len(reported), len(reported))
   curves = (perturbation_curves(model, variables, clips, reported[:curve_count], steps,
-                                int(settings.batch_size)) if curve_count else {})
+                                int(settings.batch_size), progress) if curve_count else {})
 
   def ground_truth(indices):
     return dict(boxes=clips['boxes'][indices], present=clips['present'][indices])
@@ -526,17 +424,4 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                   target=int(clips['target'][k]), part=str(parts[k])) for k in range(num_clips)],
       settings=dict(settings.to_dict(), pooling=config.explain.pooling,
                     normalization=config.explain.normalization))
-
-  out_dir = os.path.join(workdir, OUTPUT_DIR)
-  os.makedirs(out_dir, exist_ok=True)
-  picture_paths = write_pictures(out_dir, config, clips, methods, order,
-                            reported[:max(int(settings.num_pictures), 0)])
-  result['files'] = dict(json=os.path.join(out_dir, JSON_FILE),
-                         markdown=os.path.join(out_dir, MARKDOWN_FILE), pictures=picture_paths)
-  with open(result['files']['markdown'], 'w') as f:
-    f.write(markdown(result))
-  with open(result['files']['json'], 'w') as f:
-    json.dump(_json_ready(result), f, indent=1)
-  logging.info('Localization comparison of %d methods on %d clips: %s', len(order), num_clips,
-               result['files']['markdown'])
   return result

@@ -1,40 +1,15 @@
 """Contour thresholding: attention maps to per-frame boxes and temporal segments.
 
-The last step of the global-local attention method (DESIGN.md section 1, item
-4): the attention [B, T, H, W] in [0, 1] from `explain.explain` is turned into
-
-- a box per frame: the pixels >= `threshold` times a reference maximum (the
-  frame's own maximum, or the clip's) form a binary mask; `cv2.findContours`
-  finds its outer contours; the box is that of the largest contour
-  (`policy='largest'`) or the box around all of them (`policy='all'`);
-- temporal segments per clip: the attention mass of each frame (sum over
-  H, W), divided by its maximum over the clip, thresholded at
-  `temporal_threshold`; runs of frames at or above it are the segments.
-
-Conventions (the same as `synthetic` and `input_pipeline`): boxes are
-(x0, y0, x1, y1) in pixels with x1/y1 EXCLUSIVE, so a box's area is
-(x1 - x0) * (y1 - y0) pixels; a frame without a box has all four values -1.
-Segments are (start, end_exclusive) frame pairs.
-
-Defaults and why:
-  threshold=0.5, relative_to='frame': Grad-CAM (Selvaraju et al.) kept the
-    pixels above 15 % of the map's maximum and CAM (Zhou et al.) above 20 %,
-    on single images whose map covers one object. Our maps are min-max
-    normalised per clip and averaged over layers, so the coarse deep layers
-    spread a low plateau over much of each frame; 15-20 % would box that
-    plateau. Half the frame's maximum keeps the core blob. The threshold is a
-    parameter and `loc_metrics.threshold_sweep` picks it on held-out data:
-    treat 0.5 as a starting point, not a tuned value.
-  policy='largest': one actor per clip (the synthetic data and UCF101-24
-    mostly), and the largest blob is CAM's rule; 'all' suits several actors.
-  temporal_threshold=0.5: the same "half of the peak" rule over the frames'
-    attention mass; also a parameter for the sweep.
-  min_segment_frames=1, max_gap_frames=0: no smoothing by default, so the
-    segments are exactly the thresholded runs; raise them for long videos
-    whose attention flickers.
-
-Long videos: `sliding_starts` gives clip start frames that cover a video of
-any length, and `stitch` averages the clip maps back into one volume.
+The last step of the global-local attention method: the attention
+[B, T, H, W] in [0, 1] from `explain.explain` becomes a box per frame (the
+largest, or every, outer contour of the pixels >= `threshold` times the
+frame's or the clip's maximum) and temporal segments per clip (runs of frames
+whose attention mass is >= `temporal_threshold` of its maximum). Boxes are
+(x0, y0, x1, y1) in pixels with x1/y1 exclusive, all -1 where there is none;
+segments are (start, end_exclusive) frame pairs. For long videos,
+`sliding_starts` gives clip starts that cover any length and `stitch`
+averages the clip maps back into one volume. The defaults and why:
+docs/design.md section 1.2.
 
 References:
   Yudistira, Kavitha, Kurita. "Weakly-Supervised Action Localization and Action
@@ -364,7 +339,7 @@ def sliding_starts(num_frames: int, clip_len: int, stride: int) -> np.ndarray:
   the end, one more clip starts at num_frames - clip_len so that the last
   clip ends exactly at the last frame (its overlap with the one before is
   larger than the others'). A video shorter than a clip gives one clip at
-  0, which the caller loop-pads (`input_pipeline.loop_pad`).
+  0, which the caller loop-pads (`sampling.loop_pad`).
 
   Args:
     num_frames: frames of the video (>= 1).
@@ -404,7 +379,7 @@ def stitch(clip_maps: Any, starts: Sequence[int], num_frames: int,
     starts: [N] start frames in [0, num_frames).
     num_frames: frames of the video.
     padding: what clip frames past the video's end are: 'loop' (the clip was
-      loop-padded as `input_pipeline.loop_pad` does, so clip frame t shows
+      loop-padded as `sampling.loop_pad` does, so clip frame t shows
       video frame start + t mod (num_frames - start), and those maps are
       averaged into that frame), or 'drop' (they are ignored).
 

@@ -22,8 +22,8 @@ Key mismatches are the most frequent failure with these weights (wrong depth,
 shortcut type, number of classes, prefix, code branch), so every mismatch
 raises `CheckpointMismatchError` naming the keys and what they suggest.
 
-PyTorch is imported only inside `load_torch_checkpoint`: the package, and the
-conversion of already loaded arrays, work without it.
+Reading `.pth` files (`load_torch_checkpoint`, from `torch_files`) needs PyTorch;
+the conversion of already loaded arrays does not.
 
 References:
   Hara, Kataoka, Satoh. "Can Spatiotemporal 3D CNNs Retrace the History of 2D
@@ -31,10 +31,8 @@ References:
 """
 import collections
 import functools
-import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
-import warnings
 
 from flax import traverse_util
 import flax.linen as nn
@@ -42,8 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gla_jax.training import checkpoints
 from gla_jax import models
+from gla_jax.models import torch_files
+# Reading .pth files, re-exported: `convert.load_torch_checkpoint(path)` then `torch_to_flax`.
+from gla_jax.models.torch_files import load_torch_checkpoint  # pylint: disable=unused-import
 
 Shape = Tuple[int, ...]
 
@@ -73,105 +73,10 @@ _LEAF_TO_TORCH = {
     ('batch_stats', 'var'): 'running_var',
 }
 _HEAD_PREFIX = 'fc.'
-_DATA_PARALLEL_PREFIX = 'module.'
 
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint's keys or shapes do not fit the model."""
-
-
-# ---------------------------------------------------------------------------
-# Reading PyTorch files.
-
-
-def _torch_load(path) -> Any:
-  """`torch.load` of `path` on the CPU, as safely as the file allows."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        'Reading a PyTorch checkpoint needs PyTorch: `pip install torch` (the CPU build '
-        'is enough). Everything else in gla_jax works without it.') from e
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'PyTorch checkpoint {path!r} does not exist or is not a file.')
-  try:
-    return torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except
-    # weights_only refuses files that pickle classes beyond tensors and
-    # containers ("Unsupported global: GLOBAL argparse.Namespace"); any other
-    # failure (also a weights-only one) means torch cannot read the file at all.
-    refused = re.search(r'Unsupported (?:global|class):?\s*(?:GLOBAL )?([\w.]+)', str(e))
-    if not refused:
-      raise ValueError(
-          f'Could not read {path!r} as a PyTorch checkpoint ({type(e).__name__}: '
-          f'{_torch_error_summary(e)}). Is the file complete (re-download it) and written '
-          'by `torch.save`?') from e
-  warnings.warn(
-      f'{path!r} pickles {refused.group(1)}, which torch.load(weights_only=True) refuses. '
-      'Loading it with weights_only=False, which runs code from the file: only do this for '
-      'files from a source you trust.', stacklevel=3)
-  try:
-    return torch.load(path, map_location='cpu', weights_only=False)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'Could not read {path!r} as a PyTorch checkpoint '
-                     f'({type(e).__name__}: {_torch_error_summary(e)}).') from e
-
-
-def _torch_error_summary(error: Exception) -> str:
-  """The informative line of a `torch.load` error (its messages are paragraphs of advice)."""
-  text = str(error)
-  detail = re.search(r'WeightsUnpickler error:\s*(.+)', text)
-  lines = [line.strip() for line in text.splitlines() if line.strip()]
-  return detail.group(1).strip() if detail else (lines[0] if lines else repr(error))
-
-
-def _state_dict_of(obj: Any, path) -> Dict[str, np.ndarray]:
-  """The tensors of a loaded checkpoint as float32 numpy arrays, prefix stripped."""
-  import torch  # pylint: disable=g-import-not-at-top  # Loaded by `_torch_load` already.
-  if isinstance(obj, Mapping) and 'state_dict' in obj:
-    obj = obj['state_dict']
-  if not isinstance(obj, Mapping):
-    raise ValueError(f'{os.fspath(path)!r} holds a {type(obj).__name__}, not a state dict '
-                     "or a dict with a 'state_dict' entry.")
-  state = {}
-  for key, value in obj.items():
-    if not isinstance(value, torch.Tensor):
-      continue   # e.g. 'epoch', 'arch' of a bare dict; never weights.
-    value = value.detach().cpu()
-    if value.is_floating_point():
-      value = value.float()    # numpy has no bfloat16; the model keeps float32 weights.
-    state[_strip_prefix(str(key))] = value.numpy()
-  if not state:
-    raise ValueError(f'{os.fspath(path)!r} contains no tensors (top-level keys: '
-                     f'{_listing(sorted(map(str, obj)))}); expected a state dict.')
-  return state
-
-
-def load_torch_checkpoint(path) -> Dict[str, np.ndarray]:
-  """Reads a PyTorch checkpoint into `{name: numpy array}` without the `module.` prefix.
-
-  Accepts Hara's published layout (`{'epoch', 'arch', 'state_dict', 'optimizer'}`)
-  or a bare state dict. Entries that are not tensors are dropped; floating
-  point tensors become float32.
-
-  Args:
-    path: the `.pth` file.
-
-  Returns:
-    The state dict as numpy arrays, keyed like `model.state_dict()` of the
-    unwrapped PyTorch model (`conv1.weight`, `layer1.0.bn1.running_var`, ...).
-
-  Raises:
-    ImportError: PyTorch is not installed.
-    FileNotFoundError: `path` does not exist.
-    ValueError: the file is not a readable PyTorch checkpoint.
-  """
-  return _state_dict_of(_torch_load(path), path)
-
-
-def _strip_prefix(key: str) -> str:
-  return key[len(_DATA_PARALLEL_PREFIX):] if key.startswith(_DATA_PARALLEL_PREFIX) else key
 
 
 # ---------------------------------------------------------------------------
@@ -393,7 +298,7 @@ def _natural_key(key: str):
 
 
 def _describe_model(model: models.ResNeXt3D) -> str:
-  preset = _preset_name(model) or 'ResNeXt3D'
+  preset = preset_name(model) or 'ResNeXt3D'
   return (f'{preset}(stage_sizes={tuple(model.stage_sizes)}, cardinality={model.cardinality},'
           f' widths={tuple(model.widths)}, stem_width={model.stem_width}, '
           f'num_classes={model.num_classes})')
@@ -430,7 +335,7 @@ def torch_to_flax(state: Mapping[str, Any], model: models.ResNeXt3D, drop_head: 
   """
   if model.gated:
     return _torch_to_gated(state, model, drop_head, rng)
-  state = {_strip_prefix(key): value for key, value in state.items()
+  state = {torch_files.strip_prefix(key): value for key, value in state.items()
            if not key.endswith('num_batches_tracked')}
   abstract = abstract_variables(model)
   check_state_shapes({key: np.shape(value) for key, value in state.items()}, model, drop_head,
@@ -489,44 +394,9 @@ def flax_to_torch(variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
                                          if c in variables}).items()}
 
 
-def _preset_name(model: models.ResNeXt3D) -> Optional[str]:
+def preset_name(model: models.ResNeXt3D) -> Optional[str]:
   """The `models.PRESETS` name whose architecture `model` has, if any."""
   def arch(m):
     return (tuple(m.stage_sizes), m.cardinality, tuple(m.widths), m.stem_width)
   return next((name for name, preset in models.PRESETS.items() if arch(preset()) == arch(model)),
               None)
-
-
-def convert_checkpoint(torch_path, model: models.ResNeXt3D, directory,
-                       drop_head: bool = False, rng: Union[jax.Array, int] = 0
-                       ) -> Dict[str, Any]:
-  """Reads a PyTorch checkpoint, converts it for `model` and saves it with `checkpoint`.
-
-  Args:
-    torch_path: the PyTorch `.pth` file (Hara's layout or a bare state dict).
-    model: the Flax model the weights are for.
-    directory: where `checkpoints.save_variables` writes the converted variables.
-    drop_head: replace the checkpoint's classifier by a fresh one for
-      `model.num_classes` (see `torch_to_flax`).
-    rng: PRNG key or seed of the fresh head.
-
-  Returns:
-    The metadata saved next to the variables.
-  """
-  raw = _torch_load(torch_path)
-  variables = torch_to_flax(_state_dict_of(raw, torch_path), model, drop_head, rng)
-  source = raw if isinstance(raw, Mapping) else {}
-  metadata = {
-      'preset': _preset_name(model),
-      'num_classes': model.num_classes,
-      'stage_sizes': list(model.stage_sizes),
-      'cardinality': model.cardinality,
-      'widths': list(model.widths),
-      'stem_width': model.stem_width,
-      'source': os.path.abspath(os.fspath(torch_path)),
-      'source_arch': str(source['arch']) if 'arch' in source else None,
-      'source_epoch': int(source['epoch']) if isinstance(source.get('epoch'), int) else None,
-      'drop_head': drop_head,
-  }
-  checkpoints.save_variables(directory, variables, metadata)
-  return metadata

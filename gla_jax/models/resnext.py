@@ -23,7 +23,7 @@ References:
   (ResNeXt), CVPR 2017.
 """
 import functools
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -231,6 +231,17 @@ PRESETS: Dict[str, Callable[..., ResNeXt3D]] = {
     'resnext152': ResNeXt3D152,
     'tiny': ResNeXt3DTiny,
 }
+
+
+def module_stage(module: str) -> Optional[int]:
+  """0 for the stem (`stem_conv`, `stem_bn`), s for `layer{s}_{b}`, None outside the stages."""
+  if module in ('stem_conv', 'stem_bn'):
+    return 0
+  if module.startswith('layer') and '_' in module:
+    stage = module[len('layer'):].split('_')[0]
+    if stage.isdigit():
+      return int(stage)
+  return None
 
 
 def stage_layer_names(model: ResNeXt3D) -> Tuple[str, ...]:

@@ -1,1 +1,2 @@
-"""What the jobs write for people: pictures, overlay videos, metric logs and curves."""
+"""What the jobs write for people: pictures, overlay videos, JSON and Markdown reports, metric
+logs and curves."""

@@ -1,11 +1,8 @@
 """Drawing attention: heat-map overlays, boxes and panels (uint8 RGB images).
 
-Everything here takes numpy arrays and returns images; the only files written
-are images (`write_image`, `write_gif`; videos go through
-`video_io.write_video`), and nothing here computes attention.
-
-Colours: predicted boxes are white (`PRED_COLOR`), ground-truth boxes green
-(`GT_COLOR`); heat maps use the JET colour map (blue = 0, red = 1).
+Numpy arrays in, images out; the files written are images (`write_image`,
+`write_gif`). Predicted boxes are white (`PRED_COLOR`), ground-truth boxes
+green (`GT_COLOR`); heat maps use the JET colour map (blue = 0, red = 1).
 """
 from typing import Mapping, Optional, Sequence, Tuple
 
@@ -146,7 +143,7 @@ def overlay_region(frames: np.ndarray, attention: np.ndarray, region: Tuple[int,
   """Heat maps of the model's square crop drawn back onto the full-resolution frames.
 
   The model sees the centre square (x0, y0, side) of each frame resized to
-  S x S (`input_pipeline.center_clip`); its [T, S, S] attention is resized to
+  S x S (`sampling.center_clip`); its [T, S, S] attention is resized to
   side x side (bilinear) and blended into that square. The rest of the frame
   was never seen by the model: it is dimmed, without a heat map.
 

@@ -1,22 +1,11 @@
 """What a run shows and leaves behind: progress bar, metrics.jsonl, curves.png, TensorBoard.
 
-  progress bar        tqdm on stderr: steps/s (tqdm's rate), clips/s, ETA, the
-                      latest loss; one for training, one per evaluation. Each
-                      logged step's metrics also go to stderr as one line
-                      above the bar (`step 10: train/loss 2.1, ...`).
-  metrics.jsonl       one JSON object per line: {"step": s, "time": unix time,
-                      "train/loss": ..., "eval/video_accuracy": ...}; training
-                      and evaluation write separate lines. A resumed run first
-                      drops the lines after its checkpoint's step, which the
-                      interrupted run logged but the resumed one redoes.
-  curves.png          at the end: loss, accuracy and learning rate against step,
-                      from the whole metrics.jsonl (drawn with OpenCV, which the
-                      input pipeline needs anyway, so no plotting dependency).
-  tensorboard/        event files with the same scalars, when `tensorboardX`
-                      (or TensorFlow with TensorBoard) is importable; skipped
-                      silently otherwise.
-
-Only process 0 writes (`enabled=False` elsewhere).
+The tqdm bar shows steps/s, clips/s, ETA and the latest loss; `metrics.jsonl`
+has one JSON object per logged step ({"step", "time", "train/loss", ...}; a
+resumed run first drops the lines after its checkpoint's step); `curves.png`
+draws loss, accuracy and learning rate at the end (with OpenCV); TensorBoard
+events are written when `tensorboardX` (or TensorFlow) is importable. Only
+process 0 writes (`enabled=False` elsewhere).
 """
 import importlib.util
 import json
@@ -24,7 +13,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from absl import logging
 import cv2

@@ -1,7 +1,7 @@
 """Evaluation: clip and video accuracy (top-1, top-5) and confusion matrices.
 
 Every evaluation clip of the split is classified once (Hara et al.'s test
-set-up: non-overlapping 16-frame clips, centre crop; see `input_pipeline`).
+set-up: non-overlapping 16-frame clips, centre crop; see `gla_jax.data.loader`).
 
   clip accuracy    each clip on its own, ranked by its logits;
   video accuracy   the softmax scores of a video's clips averaged, then ranked
@@ -29,10 +29,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from gla_jax.training import checkpoints
-from gla_jax.data import input_pipeline
 from gla_jax import models
 from gla_jax import parallel
+from gla_jax import weights
+from gla_jax.data import loader
+from gla_jax.data import sources
+from gla_jax.models import building
 from gla_jax.outputs import reports
 
 TOP_K = 5
@@ -181,7 +183,7 @@ def eval_step(variables: Dict[str, Any], batch: Dict[str, jax.Array], *,
 
 def check_num_classes(config: ml_collections.ConfigDict) -> None:
   """Raises if the data has more classes than the model's classifier."""
-  classes = len(input_pipeline.create_source(config.data, 'train').class_names)
+  classes = len(sources.create_source(config.data, 'train').class_names)
   if classes > config.model.num_classes:
     raise ValueError(f'The training data has {classes} classes but config.model.num_classes='
                      f'{config.model.num_classes}; set --config.model.num_classes={classes}.')
@@ -203,8 +205,8 @@ class Evaluator:
     self.config, self.model, self.mesh, self.split = config, model, mesh, split
     self.batch_size = int(config.eval.batch_size)
     parallel.check_batch_size(self.batch_size, mesh)
-    self.class_names = list(input_pipeline.create_source(config.data, split).class_names)
-    total = input_pipeline.num_eval_batches(config.data, split, self.batch_size)
+    self.class_names = list(sources.create_source(config.data, split).class_names)
+    total = loader.num_eval_batches(config.data, split, self.batch_size)
     self.num_batches = min(total, int(config.eval.max_batches)) if config.eval.max_batches else total
     replicated = parallel.replicated_sharding(mesh)
     self._step = jax.jit(lambda variables, batch: eval_step(variables, batch, model=model),
@@ -216,7 +218,7 @@ class Evaluator:
     variables = parallel.replicate({'params': variables['params'],
                                     'batch_stats': variables['batch_stats']}, self.mesh)
     accumulator = MetricAccumulator(int(self.config.model.num_classes))
-    batches = input_pipeline.eval_batches(
+    batches = loader.eval_batches(
         self.config.data, self.split, self.batch_size, process_index=jax.process_index(),
         process_count=jax.process_count())
     bar = reports.progress(total=self.num_batches, desc=f'eval {self.split}',
@@ -274,42 +276,6 @@ def write_results(workdir: str, split: str, result: Dict[str, Any],
   return path
 
 
-def load_training_checkpoint(config: ml_collections.ConfigDict,
-                             workdir: str) -> Optional[Dict[str, Any]]:
-  """The workdir's training checkpoint chosen by `eval.checkpoint`, or None if it has none.
-
-  'latest', or 'best' by `train.best_metric`: what `--mode=eval` and the
-  explanation modes read.
-  """
-  if not checkpoints.has_training_checkpoints(workdir):
-    return None
-  variables, metadata = checkpoints.load_training_variables(
-      workdir, config.eval.checkpoint, config.train.best_metric)
-  logging.info('Using the %s training checkpoint of %s (step %s).', config.eval.checkpoint,
-               workdir, metadata.get('step'))
-  return variables
-
-
-def load_variables_for_eval(config: ml_collections.ConfigDict, workdir: str,
-                            model: models.ResNeXt3D) -> Dict[str, Any]:
-  """The weights `evaluate` uses when none are given.
-
-  The workdir's training checkpoint (`eval.checkpoint`: 'latest' or 'best'),
-  else `train.init_checkpoint` (e.g. converted published weights).
-  """
-  variables = load_training_checkpoint(config, workdir)
-  if variables is not None:
-    return variables
-  if config.train.init_checkpoint:
-    # Imported here: train imports this module.
-    from gla_jax.training import train  # pylint: disable=g-import-not-at-top
-    return train.initial_variables(config, model, jax.random.key(int(config.train.seed)))
-  raise FileNotFoundError(
-      f'No weights to evaluate: {workdir!r} has no training checkpoint '
-      f'({checkpoints.CHECKPOINTS_DIR}/) and config.train.init_checkpoint is empty. Train first '
-      '(`--mode=train`) or set --config.train.init_checkpoint to converted weights.')
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """Evaluates on `config.eval.split` and writes `<workdir>/eval_<split>.json`.
@@ -317,24 +283,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   Args:
     config: the whole config.
     workdir: the training workdir (also where the results go).
-    variables: `{'params', 'batch_stats'}` to evaluate; by default
-      `load_variables_for_eval`.
+    variables: `{'params', 'batch_stats'}` to evaluate; by default those
+      of `weights.for_config` (the workdir's training checkpoint, else
+      `train.init_checkpoint`, else `<workdir>/converted`).
 
   Returns:
     The result: `SCALAR_METRICS`, `num_clips`, `num_videos`, `clip_confusion`,
     `video_confusion` (numpy [C, C]) and `step`.
   """
-  # Imported here: train imports this module.
-  from gla_jax.training import train  # pylint: disable=g-import-not-at-top
-  train.initialize_distributed(config)
+  parallel.initialize_distributed(config)
   mesh = parallel.make_mesh(config.num_devices or None)
-  model = train.create_model(config)
+  model = building.create_model(config)
   step = None
   if variables is None:
-    variables = load_variables_for_eval(config, workdir, model)
-    if checkpoints.has_training_checkpoints(workdir):
-      step = checkpoints.training_step(workdir, config.eval.checkpoint,
-                                      config.train.best_metric)
+    found = weights.for_config(config, workdir, model)
+    variables, step = found.variables, found.step
   evaluator = Evaluator(config, model, mesh, split=config.eval.split)
   result = evaluator(variables, step=step)
   if jax.process_index() == 0:

@@ -8,6 +8,7 @@ import pytest
 
 from gla_jax.data import annotations
 from gla_jax.data import synthetic
+from gla_jax.data import synthetic_settings
 
 
 def _annotations():
@@ -37,7 +38,7 @@ def test_roundtrip_with_numpy_values(tmp_path):
 
 
 def test_synthetic_export_is_valid(tmp_path):
-  config = synthetic.SyntheticConfig.default(num_frames=4, height=32, width=32)
+  config = synthetic_settings.SyntheticConfig.default(num_frames=4, height=32, width=32)
   written = synthetic.export_video_folder(str(tmp_path), config, size=2)
   loaded = annotations.load(str(tmp_path / 'annotations.json'))
   assert loaded['videos'] == json.loads(json.dumps(written['videos']))

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from gla_jax.data import synthetic
+from gla_jax.data import synthetic_scenes
+from gla_jax.data import synthetic_settings
 
-SMALL = synthetic.SyntheticConfig(height=64, width=64)
-TINY = synthetic.SyntheticConfig(height=32, width=32)
-NUM_CLASSES = len(synthetic.CLASS_NAMES)
+SMALL = synthetic_settings.SyntheticConfig(height=64, width=64)
+TINY = synthetic_settings.SyntheticConfig(height=32, width=32)
+NUM_CLASSES = len(synthetic_settings.CLASS_NAMES)
 
 
 def actor_masks(params):
@@ -35,10 +37,10 @@ def orientation(mask):
 
 
 def test_class_names():
-  assert len(synthetic.CLASS_NAMES) >= 8
-  assert len(set(synthetic.CLASS_NAMES)) == len(synthetic.CLASS_NAMES)
+  assert len(synthetic_settings.CLASS_NAMES) >= 8
+  assert len(set(synthetic_settings.CLASS_NAMES)) == len(synthetic_settings.CLASS_NAMES)
   dataset = synthetic.SyntheticDataset(TINY, 'train', size=4)
-  assert dataset.class_names == list(synthetic.CLASS_NAMES)
+  assert dataset.class_names == list(synthetic_settings.CLASS_NAMES)
 
 
 def test_deterministic_per_seed_index_split():
@@ -49,7 +51,8 @@ def test_deterministic_per_seed_index_split():
   assert a.label == b.label
   other_index = synthetic.generate_clip(SMALL, 6, 'train')
   assert not np.array_equal(a.video, other_index.video)
-  other_seed = synthetic.generate_clip(synthetic.SyntheticConfig(height=64, width=64, seed=1), 5)
+  other_seed = synthetic.generate_clip(
+      synthetic_settings.SyntheticConfig(height=64, width=64, seed=1), 5)
   assert not np.array_equal(a.video, other_seed.video)
 
 
@@ -67,8 +70,9 @@ def test_every_class_appears_and_labels_balanced():
 
 
 @pytest.mark.parametrize('config', [
-    SMALL, TINY, synthetic.SyntheticConfig.hard(height=64, width=64),
-    synthetic.SyntheticConfig.hard(height=32, width=32)], ids=['64', '32', 'hard64', 'hard32'])
+    SMALL, TINY, synthetic_settings.SyntheticConfig.hard(height=64, width=64),
+    synthetic_settings.SyntheticConfig.hard(height=32, width=32)],
+    ids=['64', '32', 'hard64', 'hard32'])
 def test_boxes_are_the_box_of_the_pixels_the_actor_changes(config):
   for index in range(3 * NUM_CLASSES):
     clip = synthetic.generate_clip(config, index, 'train')
@@ -90,12 +94,12 @@ def test_segment_is_sometimes_the_whole_clip():
   segments = [tuple(synthetic.generate_clip(TINY, i).segment) for i in range(40)]
   full = sum(s == (0, TINY.num_frames) for s in segments)
   assert 0 < full < len(segments)
-  hard = synthetic.SyntheticConfig.hard(height=32, width=32)
+  hard = synthetic_settings.SyntheticConfig.hard(height=32, width=32)
   assert all(tuple(synthetic.generate_clip(hard, i).segment) != (0, 16) for i in range(40))
 
 
 def test_motion_matches_class():
-  config = synthetic.SyntheticConfig()  # 112x112: rasterisation error is small
+  config = synthetic_settings.SyntheticConfig()  # 112x112: rasterisation error is small
   for index in range(3 * NUM_CLASSES):
     clip = synthetic.generate_clip(config, index, 'val')
     name = clip.class_name
@@ -140,15 +144,17 @@ def test_motion_matches_class():
 
 
 def test_hard_preset_differs_as_specified():
-  default, hard = synthetic.SyntheticConfig.default(), synthetic.SyntheticConfig.hard()
-  assert synthetic.DIFFICULTIES['hard'] == hard
-  assert synthetic.SyntheticConfig.from_difficulty('default') == default
+  default = synthetic_settings.SyntheticConfig.default()
+  hard = synthetic_settings.SyntheticConfig.hard()
+  assert synthetic_settings.DIFFICULTIES['hard'] == hard
+  assert synthetic_settings.SyntheticConfig.from_difficulty('default') == default
   assert hard.actor_size[1] < default.actor_size[0]
   assert hard.moving_distractors and not default.moving_distractors
   assert hard.noise_std > 0 == default.noise_std
   assert hard.num_distractors > default.num_distractors
   # The demo presets: the same scenes, faster motions, the actor present longer.
-  demo, demo_hard = synthetic.DIFFICULTIES['demo'], synthetic.DIFFICULTIES['demo_hard']
+  demo = synthetic_settings.DIFFICULTIES['demo']
+  demo_hard = synthetic_settings.DIFFICULTIES['demo_hard']
   for name in ('translation_speed', 'scale_speed', 'rotation_speed'):
     assert getattr(demo, name)[0] > getattr(default, name)[1], name
     assert getattr(demo_hard, name) == getattr(demo, name), name
@@ -158,16 +164,16 @@ def test_hard_preset_differs_as_specified():
   assert demo_hard.actor_size[1] <= demo.actor_size[0]
 
   def scene(config, index):  # frames without the actor
-    return synthetic.render(synthetic.sample_params(config, index), draw_actor=False)[0]
+    return synthetic.render(synthetic_scenes.sample_params(config, index), draw_actor=False)[0]
 
   # Default: static distractors and no noise, the actor is the only change.
   assert all(np.all(scene(SMALL, i) == scene(SMALL, i)[:1]) for i in range(4))
   # Moving distractors alone change the scene in a small part of the frame.
-  moving = synthetic.SyntheticConfig.hard(height=64, width=64, noise_std=0.0)
+  moving = synthetic_settings.SyntheticConfig.hard(height=64, width=64, noise_std=0.0)
   changed = np.mean(np.any(scene(moving, 0) != scene(moving, 0)[:1], axis=-1))
   assert 0 < changed < 0.5
   # Noise changes most pixels of every frame.
-  noisy = synthetic.SyntheticConfig.hard(height=64, width=64, moving_distractors=False)
+  noisy = synthetic_settings.SyntheticConfig.hard(height=64, width=64, moving_distractors=False)
   frames = scene(noisy, 0).astype(np.int16)
   assert np.mean(np.any(frames[1:] != frames[:1], axis=-1)) > 0.8
   assert 0.5 * noisy.noise_std < np.std(frames[1:] - frames[:1]) / math.sqrt(2) < 1.5 * noisy.noise_std
@@ -175,7 +181,7 @@ def test_hard_preset_differs_as_specified():
   side = lambda config: np.mean([
       np.mean((c.boxes[c.present, 2:] - c.boxes[c.present, :2]))
       for c in (synthetic.generate_clip(config, i) for i in range(16))])
-  assert side(synthetic.SyntheticConfig.hard(height=64, width=64)) < 0.7 * side(SMALL)
+  assert side(synthetic_settings.SyntheticConfig.hard(height=64, width=64)) < 0.7 * side(SMALL)
 
 
 def test_long_video_has_one_segment():
@@ -211,9 +217,9 @@ def test_clear_errors():
   with pytest.raises(ValueError, match='split'):
     synthetic.generate_clip(TINY, 0, 'test')
   with pytest.raises(ValueError, match='actor_size'):
-    synthetic.SyntheticConfig(actor_size=(0.4, 0.2))
+    synthetic_settings.SyntheticConfig(actor_size=(0.4, 0.2))
   with pytest.raises(ValueError, match='difficulty'):
-    synthetic.SyntheticConfig.from_difficulty('extreme')
+    synthetic_settings.SyntheticConfig.from_difficulty('extreme')
   with pytest.raises(ValueError, match='index'):
     synthetic.generate_clip(TINY, -1)
 
@@ -240,11 +246,11 @@ def test_export_roundtrip(tmp_path, codec, container, max_error):
   with open(os.path.join(root, 'annotations.json')) as f:
     annotations = json.load(f)
   assert annotations == json.loads(json.dumps(returned))
-  assert annotations['classes'] == list(synthetic.CLASS_NAMES)
+  assert annotations['classes'] == list(synthetic_settings.CLASS_NAMES)
   assert len(annotations['videos']) == NUM_CLASSES
   for entry in annotations['videos']:
     clip = synthetic.generate_clip(config, entry['index'], 'train')
-    name = synthetic.CLASS_NAMES[entry['label']]
+    name = synthetic_settings.CLASS_NAMES[entry['label']]
     assert entry['path'].startswith(f'{name}/{name}_') and entry['path'].endswith(container)
     assert (entry['num_frames'], entry['height'], entry['width']) == (16, 64, 64)
     assert entry['segments'] == [clip.segment.tolist()]
@@ -259,7 +265,7 @@ def test_export_roundtrip(tmp_path, codec, container, max_error):
     lines = f.read().splitlines()
   assert lines == [f'{v["path"]} {v["label"] + 1}' for v in annotations['videos']]
   with open(os.path.join(root, 'classInd.txt')) as f:
-    assert f.readline().split() == ['1', synthetic.CLASS_NAMES[0]]
+    assert f.readline().split() == ['1', synthetic_settings.CLASS_NAMES[0]]
 
 
 def test_export_val_writes_testlist(tmp_path):
@@ -278,8 +284,8 @@ def test_export_unavailable_codec_raises(tmp_path):
 def test_generation_speed(capsys):
   """Prints clips/s (not asserted: the CPUs are shared)."""
   results = []
-  for name, config, count in (('default 16x112x112', synthetic.SyntheticConfig(), 100),
-                              ('hard 16x112x112', synthetic.SyntheticConfig.hard(), 30),
+  for name, config, count in (('default 16x112x112', synthetic_settings.SyntheticConfig(), 100),
+                              ('hard 16x112x112', synthetic_settings.SyntheticConfig.hard(), 30),
                               ('default 16x32x32', TINY, 100)):
     synthetic.generate_clip(config, 0)
     begin = time.perf_counter()
@@ -288,27 +294,3 @@ def test_generation_speed(capsys):
     results.append(f'{name}: {count / (time.perf_counter() - begin):.0f} clips/s')
   with capsys.disabled():
     print('\nsynthetic generation, one core: ' + '; '.join(results))
-
-
-def test_demo_video_acts_for_one_clip_at_training_speed(tmp_path):
-  """The main job's long video: one clip-length action segment, motion not slowed."""
-  from configs import demo    # pylint: disable=g-import-not-at-top
-  from gla_jax import jobs    # pylint: disable=g-import-not-at-top
-  from gla_jax.data import input_pipeline
-  from gla_jax.data import video_io
-  config = demo.get_config()
-  clip_frames = int(config.data.num_frames)
-  truth = jobs.write_demo_video(config, str(tmp_path / 'long.avi'))
-  start, end = truth['segment']
-  assert end - start == clip_frames
-  assert truth['num_frames'] == jobs.DEMO_VIDEO_CLIPS * clip_frames
-  assert video_io.read_video(truth['video']).shape[0] == truth['num_frames']
-  # The same video's actor, regenerated: its speed over the segment lies in the
-  # generator's training range (the demo's first video is a move_left).
-  generator = input_pipeline.SyntheticSource(config.data, 'eval').config
-  video = synthetic.generate_video(generator, 0, truth['num_frames'], 'val',
-                                   segment_frames=(clip_frames, clip_frames))
-  assert truth['class_name'] == 'move_left' and video.label == truth['label']
-  speed = np.abs(np.diff(video.params.actor.center[start:end, 0])).mean()
-  low, high = (s * min(generator.height, generator.width) for s in generator.translation_speed)
-  assert low <= speed <= high, (speed, low, high)

@@ -1,4 +1,4 @@
-"""Tests of gla_jax.video_io: round trips through the codecs of this OpenCV build and errors."""
+"""Tests of gla_jax.data.video_io: round trips through this OpenCV build's codecs, and errors."""
 import os
 
 import cv2

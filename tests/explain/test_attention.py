@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gla_jax import parallel
 from gla_jax import explain
 from gla_jax import models
+from gla_jax import parallel
 
 CLIP = (4, 8, 32, 32, 3)
 

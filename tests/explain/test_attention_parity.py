@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip('torch')
 from tests import torch_resnext
 
-from gla_jax.models import convert  # noqa: E402
 from gla_jax import explain
 from gla_jax import models
+from gla_jax.models import convert  # noqa: E402
 
 STAGES = ('layer4', 'layer3', 'layer2', 'layer1', 'conv1')
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from gla_jax import explain
-from gla_jax.explain import localize
 from gla_jax import models
+from gla_jax.explain import localize
 
 ABSENT = [-1, -1, -1, -1]
 
@@ -218,7 +218,7 @@ def test_stitch_uncovered_and_padded_frames():
 
 @pytest.fixture
 def fast_compile():
-  """Compiles with few XLA optimizations (DESIGN.md 4: halves compile time), then restores.
+  """Compiles with few XLA optimizations (halves compile time, docs/design.md 10), then restores.
 
   The flag is not part of jit's cache key, so the explainers compiled here
   are dropped afterwards: later tests must not reuse unoptimized executables.

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gla_jax.models import conv
 from gla_jax import models
+from gla_jax.models import conv
 
 # name: (x shape [B, T, H, W, Cin], kernel [kT, kH, kW, Cin/g, Cout], strides, padding, groups).
 CASES = {

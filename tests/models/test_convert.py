@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from gla_jax.training import checkpoints
-from gla_jax.models import convert
 from gla_jax import models
+from gla_jax.models import convert
 from tests import torch_resnext
 
 NUM_CLASSES = 400
@@ -259,52 +258,3 @@ def test_foreign_prefix_is_not_hara(prefix):
 def test_check_state_shapes_accepts_a_match():
   shapes = {k: v.shape for k, v in meta_state('resnext50').items()}
   convert.check_state_shapes(shapes, models.create('resnext50'))
-
-
-# ---------------------------------------------------------------------------
-# checkpoints.py and convert_checkpoint
-
-
-def test_save_load_roundtrip(tmp_path, tiny_state, tiny_model):
-  variables = convert.torch_to_flax(tiny_state, tiny_model)
-  metadata = {'preset': 'tiny', 'num_classes': NUM_CLASSES, 'source': 'test'}
-  directory = checkpoints.save_variables(tmp_path / 'ckpt', variables, metadata)
-  loaded, loaded_metadata = checkpoints.load_variables(directory)
-  assert loaded_metadata == metadata
-  assert_trees_equal(loaded, variables)
-
-
-def test_save_replaces_only_after_success(tmp_path):
-  directory = tmp_path / 'ckpt'
-  checkpoints.save_variables(directory, {'params': {'w': np.ones(3, np.float32)}}, {'v': 1})
-  checkpoints.save_variables(directory, {'params': {'w': np.full(3, 2.0, np.float32)}},
-                            {'v': 2})
-  loaded, metadata = checkpoints.load_variables(directory)
-  assert metadata == {'v': 2} and np.all(loaded['params']['w'] == 2.0)
-  # A save that fails (here: an object Orbax cannot write) keeps the old checkpoint.
-  with pytest.raises(Exception):
-    checkpoints.save_variables(directory, {'params': {'w': object()}}, {'v': 3})
-  with pytest.raises(TypeError):
-    checkpoints.save_variables(directory, {'params': {'w': np.zeros(3)}}, {'v': object()})
-  loaded, metadata = checkpoints.load_variables(directory)
-  assert metadata == {'v': 2} and np.all(loaded['params']['w'] == 2.0)
-  assert sorted(os.listdir(tmp_path)) == ['ckpt']   # No staging or backup left behind.
-
-
-def test_load_variables_names_the_problem(tmp_path):
-  with pytest.raises(FileNotFoundError, match='not a variables checkpoint'):
-    checkpoints.load_variables(tmp_path / 'nothing')
-
-
-def test_convert_checkpoint_end_to_end(tmp_path, tiny_torch, tiny_state):
-  path = tmp_path / 'resnext-tiny-kinetics.pth'
-  torch_resnext.save_published_checkpoint(tiny_torch, path, arch='resnext-tiny', epoch=42,
-                                          num_batches_tracked=False)
-  model = models.create('tiny', num_classes=7)
-  metadata = convert.convert_checkpoint(path, model, tmp_path / 'converted', drop_head=True)
-  loaded, loaded_metadata = checkpoints.load_variables(tmp_path / 'converted')
-  assert loaded_metadata == metadata
-  assert metadata['preset'] == 'tiny' and metadata['num_classes'] == 7
-  assert metadata['source'] == str(path) and metadata['drop_head'] is True
-  assert metadata['source_arch'] == 'resnext-tiny' and metadata['source_epoch'] == 42
-  assert_trees_equal(loaded, convert.torch_to_flax(tiny_state, model, drop_head=True))

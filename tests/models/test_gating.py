@@ -1,19 +1,18 @@
 """Attention gates: normalisation, shapes, conversion, gradients, explanation."""
 import functools
 import json
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gla_jax import explain
+from gla_jax import models
 from gla_jax.models import conv
 from gla_jax.models import convert
-from gla_jax import explain
 from gla_jax.models import gating
-from gla_jax import models
+from studies import gated_vs_plain
 
 CLIP = (2, 16, 64, 64, 3)
 
@@ -129,19 +128,12 @@ def test_bad_gate_settings_are_named():
 
 
 # ------------------------------------------------------------------------------
-# The plain-versus-gated study (benchmarks/gated_vs_plain.py).
+# The plain-versus-gated study (studies/gated_vs_plain.py).
 # ------------------------------------------------------------------------------
 
 
-def _study_module():
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                  'benchmarks'))
-  import gated_vs_plain  # pylint: disable=g-import-not-at-top
-  return gated_vs_plain
-
-
 def test_study_summary_on_hand_made_runs():
-  study = _study_module()
+  study = gated_vs_plain
   runs = [dict(difficulty='demo', model='plain', seed=s, clip_accuracy=a, parameters=10,
                step_time_s=t) for s, (a, t) in enumerate([(0.5, 0.2), (0.7, 0.4), (0.6, 0.3)])]
   runs.append(dict(difficulty='demo', model='gated', seed=0, clip_accuracy=0.9, parameters=12,
@@ -157,7 +149,7 @@ def test_study_summary_on_hand_made_runs():
 
 
 def test_study_runs_end_to_end(tmp_path, monkeypatch):
-  study = _study_module()
+  study = gated_vs_plain
   base = study.demo.get_config
 
   def small_demo():   # The demo's recipe on 4 x 16 x 16 clips, 32 validation clips.
@@ -182,8 +174,8 @@ def test_study_runs_end_to_end(tmp_path, monkeypatch):
 
 
 def test_interrupted_study_exits_with_resume_hint(tmp_path, monkeypatch, capsys):
-  study = _study_module()
-  monkeypatch.setattr(study.train, 'train_and_evaluate',
+  study = gated_vs_plain
+  monkeypatch.setattr(study.loop, 'train_and_evaluate',
                       lambda config, workdir: {'interrupted': 'SIGTERM', 'step': 3})
   with pytest.raises(SystemExit) as stopped:
     study.main(['--workdir', str(tmp_path), '--seeds=1', '--difficulties=demo'])

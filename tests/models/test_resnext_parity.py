@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from gla_jax.models import convert
 from gla_jax import models
+from gla_jax.models import convert
 from tests import torch_resnext
 
 CLIP_SHAPE = (2, 16, 32, 32, 3)   # [B, T, H, W, C]: every stage keeps >= 1 voxel.

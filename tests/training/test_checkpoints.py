@@ -1,5 +1,4 @@
 """Training checkpoints: keep the last N and the best, resume from the latest, read variables."""
-import json
 import os
 
 import jax
@@ -106,13 +105,3 @@ def test_an_unfinished_save_is_ignored(tmp_path):
   os.makedirs(directory / '3.orbax-checkpoint-tmp-123' / 'state')
   with checkpoints.TrainCheckpointManager(directory) as manager:
     assert manager.latest_step() == 2
-
-
-def test_variables_checkpoint_round_trip(tmp_path):
-  variables = {'params': {'fc': {'kernel': np.arange(6, dtype=np.float32).reshape(2, 3)}},
-               'batch_stats': {'bn': {'var': np.ones(3, np.float32)}}}
-  checkpoints.save_variables(tmp_path / 'converted', variables, {'preset': 'tiny'})
-  loaded, metadata = checkpoints.load_variables(tmp_path / 'converted')
-  assert metadata == {'preset': 'tiny'}
-  np.testing.assert_array_equal(loaded['params']['fc']['kernel'], variables['params']['fc']['kernel'])
-  assert json.load(open(tmp_path / 'converted' / checkpoints.METADATA_FILE)) == metadata

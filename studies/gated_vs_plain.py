@@ -1,6 +1,6 @@
 r"""Plain versus gated backbone: the same recipe and seeds at two synthetic difficulties.
 
-  python benchmarks/gated_vs_plain.py --workdir=runs/gated_vs_plain
+  python -m studies.gated_vs_plain --workdir=runs/gated_vs_plain
 
 Trains `configs/demo.py` once per (difficulty, plain | gated, seed), each in
 its own sub-folder of the workdir (so an interrupted study resumes from each
@@ -13,7 +13,7 @@ step time. The seed sets the initialisation and the data order
 A plain run takes the demo's training time (about 7 minutes on a 2-core CPU),
 a gated one about 11: one difficulty's 6 runs took 56 minutes there, the
 default study of 2 difficulties x 2 models x 3 seeds about 2 hours;
---steps shortens every run, --difficulties picks one.
+--steps shortens every run, --difficulties picks one. Results: docs/results.md.
 """
 import argparse
 import json
@@ -22,15 +22,14 @@ import statistics
 import sys
 from typing import Any, Dict, List
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import ml_collections
 
-import jax  # pylint: disable=g-import-not-at-top
-import ml_collections  # pylint: disable=g-import-not-at-top
-
-from configs import demo  # pylint: disable=g-import-not-at-top
-from gla_jax.models import convert  # pylint: disable=g-import-not-at-top
-from gla_jax.outputs import reports  # pylint: disable=g-import-not-at-top
-from gla_jax.training import train  # pylint: disable=g-import-not-at-top
+from configs import demo
+from gla_jax.models import building
+from gla_jax.models import convert
+from gla_jax.outputs import reports
+from gla_jax.training import loop
 
 RESULT_NAME = 'gated_vs_plain'
 DIFFICULTIES = ('demo', 'demo_hard')
@@ -54,7 +53,7 @@ def run_config(base: ml_collections.ConfigDict, difficulty: str, gated: bool, se
 
 
 def count_parameters(config: ml_collections.ConfigDict) -> int:
-  params = convert.abstract_variables(train.create_model(config))['params']
+  params = convert.abstract_variables(building.create_model(config))['params']
   return sum(leaf.size for leaf in jax.tree.leaves(params))
 
 
@@ -64,7 +63,7 @@ def run_once(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   A run stopped by a signal ends the study with status 143 (as `main.py`
   does); the same command resumes it.
   """
-  final = train.train_and_evaluate(config, workdir)
+  final = loop.train_and_evaluate(config, workdir)
   if final.get('interrupted'):
     print(f'Stopped by {final["interrupted"]} at step {final["step"]} of {workdir}; run the same '
           'command again to resume the study.', flush=True)
@@ -130,8 +129,8 @@ def main(argv=None) -> List[Dict[str, Any]]:
         runs.append(dict(run_once(config, workdir), difficulty=difficulty, model=model,
                          seed=seed, parameters=count_parameters(config)))
   rows = summarize(runs)
-  command = 'python benchmarks/gated_vs_plain.py ' + ' '.join(argv if argv is not None
-                                                             else sys.argv[1:])
+  command = 'python -m studies.gated_vs_plain ' + ' '.join(argv if argv is not None
+                                                          else sys.argv[1:])
   table = markdown(rows, command)
   with open(os.path.join(args.workdir, RESULT_NAME + '.md'), 'w') as f:
     f.write(table)

@@ -1,4 +1,4 @@
-"""Smoke test of `benchmarks/bench.py`: one step of every variant, figures present and finite.
+"""Smoke test of `benchmarks.bench`: one step of every variant, figures present and finite.
 
 Timings are not asserted (the test machine is shared); only that one run
 produces every key with finite numbers, with and without PyTorch. The JAX
@@ -9,16 +9,15 @@ programs the first compiled (initialisation, forward, explainers, training step)
 """
 import json
 import math
-import os
-import sys
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'benchmarks'))
-import bench  # noqa: E402  (benchmarks/ put on sys.path above)
+from benchmarks import bench
+from benchmarks import harness
+from benchmarks import step_profile
+from benchmarks import torch_side
 
 SMOKE_ARGS = ['--preset=tiny', '--frames=4', '--size=16', '--batch=2', '--dtype=float32',
               '--device=cpu', '--steps=1', '--warmup=0', '--num_classes=5', '--conv_impl=xla']
@@ -82,15 +81,15 @@ def test_run_with_pytorch_reports_ratios():
 
 
 def test_network_options_reach_both_networks():
-  torch, torch_resnext = bench.import_torch()
+  torch, torch_resnext = harness.import_torch()
   if torch is None:
     pytest.skip('PyTorch is not installed')
-  args = bench.parse_args(SMOKE_ARGS + ['--stem_kernel=3,5,5', '--no-max_pool',
-                                        '--temporal_strides=1,2,1,2'])
-  net = bench.TorchBench(torch, torch_resnext, args).net
+  args = harness.parse_args(SMOKE_ARGS + ['--stem_kernel=3,5,5', '--no-max_pool',
+                                          '--temporal_strides=1,2,1,2'])
+  net = torch_side.TorchBench(torch, torch_resnext, args).net
   assert net.conv1.kernel_size == (3, 5, 5) and isinstance(net.maxpool, torch.nn.Identity)
   assert [net.layer2[0].conv2.stride, net.layer3[0].conv2.stride] == [(2, 2, 2), (1, 2, 2)]
-  config = bench.jax_config(args)
+  config = harness.jax_config(args)
   assert tuple(config.model.stem_kernel) == (3, 5, 5) and not config.model.max_pool
   assert tuple(config.model.temporal_strides) == (1, 2, 1, 2)
 
@@ -101,13 +100,12 @@ def test_network_options_reach_both_networks():
     ('temporal_strides', '1,2', 's1,s2,s3,s4')])
 def test_bad_network_flags_are_refused(flag, text, form, capsys):
   with pytest.raises(SystemExit):
-    bench.parse_args(SMOKE_ARGS + [f'--{flag}={text}'])
+    harness.parse_args(SMOKE_ARGS + [f'--{flag}={text}'])
   assert form in capsys.readouterr().err
 
 
 def test_step_profile_times_calls_and_names_the_fusions(tmp_path, capsys):
-  """`benchmarks/step_profile.py`: per-call lines, and a trace table whose rows carry op_names."""
-  import step_profile  # pylint: disable=g-import-not-at-top  (benchmarks/ on sys.path above)
+  """`benchmarks.step_profile`: per-call lines, and a trace table whose rows carry op_names."""
   step_profile.main(SMOKE_ARGS[:6] + ['--conv_impl=fast', '--variant=train', '--steps=2',
                                       '--warmup=1', '--top=5', f'--trace_dir={tmp_path}'])
   lines = capsys.readouterr().out.splitlines()
@@ -125,7 +123,6 @@ def test_step_profile_times_calls_and_names_the_fusions(tmp_path, capsys):
 
 
 def test_step_profile_helpers_on_hand_made_input():
-  import step_profile  # pylint: disable=g-import-not-at-top
   hlo = '\n'.join([
       '  %fusion.1 = f32[2]{0} fusion(%p), kind=kLoop, metadata={op_name="jit(f)/layer1/add"}',
       '  ROOT %ynn_fusion = f32[2]{0} fusion(%q), metadata={op_name="jit(f)/transpose(g)/dot"}',

@@ -1,0 +1,405 @@
+"""Training and evaluation batches for jit: sources read by workers, prefetched.
+
+Batch format (a dict of numpy arrays, the same for every source and split):
+  video        float32 [B, T, S, S, 3]  RGB in [0, 255], minus `mean`, over `std`
+  label        int32 [B]                class index (0 on padding rows)
+  video_index  int32 [B]                index of the source video the clip comes
+                                        from (-1 on padding rows), for video-level
+                                        accuracy (average the clip scores per video)
+  mask         bool [B]                 False on the padding rows that fill the
+                                        last evaluation batch; always True in training
+  boxes        float32 [B, T, 4]        only where the source has ground truth:
+                                        (x0, y0, x1, y1), x1/y1 exclusive, in pixels
+                                        of the S x S clip after crop, resize and
+                                        flip; -1 where absent
+  present      bool [B, T]              with `boxes`: the actor is visible in the
+                                        crop (False also where the crop cut it out)
+T = `num_frames`, S = `crop_size`. With `process_count` P > 1 each process gets
+its B / P rows of the global batch. The rows of training step s are a function
+of (seed, s) only (epoch permutations from (seed, epoch), augmentation from
+(seed, s, row)), so a run resumes exactly and does not depend on `workers`.
+Unreadable videos: `bad_data`. Design notes: docs/design.md.
+"""
+import collections
+import concurrent.futures
+import math
+import multiprocessing
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+from absl import logging
+import cv2
+import ml_collections
+import numpy as np
+
+from gla_jax.data import bad_data
+from gla_jax.data import sampling
+from gla_jax.data import sources
+
+Batch = Dict[str, np.ndarray]
+
+# SeedSequence words that keep the random streams of the pipeline apart.
+_EPOCH_STREAM = 0
+_EXAMPLE_STREAM = 1
+
+
+# ------------------------------------------------------------------------------
+# Tasks: what one worker builds (one training example, one video's eval clips).
+# ------------------------------------------------------------------------------
+
+
+class _Outcome(NamedTuple):
+  """What a reading task returns.
+
+  Attributes:
+    value: an Example (training), the list of a video's clips (evaluation), or
+      None when no video could be read.
+    video_index: the video the value comes from (a replacement's index).
+    failures: (video index, description, problem) of each video that failed.
+  """
+  value: Any
+  video_index: int
+  failures: Tuple[Tuple[int, str, str], ...]
+
+
+def _train_example(source: sources.Source, transform: sampling.ClipTransform, video_index: int,
+                   seed: int, step: int, row: int, policy: bad_data.ReadPolicy) -> _Outcome:
+  """The clip of (step, row) from `video_index`, or from the next readable video after it.
+
+  A replacement video gets the random draws the original would have had
+  (the generator restarts from (seed, step, row)), so which example replaces
+  which depends only on the files.
+  """
+  failures = []
+  for offset in range(policy.attempts):
+    candidate = (video_index + offset) % len(source)
+
+    def read(candidate=candidate):
+      rng = np.random.default_rng([seed, _EXAMPLE_STREAM, step, row])
+      frame_indices = sampling.train_frame_indices(source.num_frames(candidate),
+                                                   transform.num_frames, transform.stride, rng)
+      return source.load(candidate, frame_indices), rng
+
+    try:
+      example, rng = bad_data.read_with_retries(source, candidate, read, policy.retries)
+    except Exception as error:  # pylint: disable=broad-except
+      failures.append((candidate, source.describe(candidate), bad_data.describe_error(error)))
+      continue
+    height, width = example['video'].shape[1:3]
+    scale = transform.scales[int(rng.integers(len(transform.scales)))]
+    x0, y0, side = sampling.corner_crop(height, width, scale, int(rng.integers(5)))
+    flip = transform.flip and bool(rng.integers(2))
+    return _Outcome(transform.finish(example, x0, y0, side, flip), candidate, tuple(failures))
+  return _Outcome(None, video_index, tuple(failures))
+
+
+def _eval_examples(source: sources.Source, transform: sampling.ClipTransform, video_index: int,
+                   starts: Sequence[int], policy: bad_data.ReadPolicy) -> _Outcome:
+  """Evaluation clips of one video at `starts`, decoding the video once (None if unreadable)."""
+
+  def read():
+    num_frames = source.num_frames(video_index)
+    clips = [sampling.eval_frame_indices(num_frames, start, transform.num_frames, transform.stride)
+             for start in starts]
+    return source.load(video_index, np.concatenate(clips))
+
+  try:
+    example = bad_data.read_with_retries(source, video_index, read, policy.retries)
+  except Exception as error:  # pylint: disable=broad-except
+    return _Outcome(None, video_index,
+                    ((video_index, source.describe(video_index), bad_data.describe_error(error)),))
+  height, width = example['video'].shape[1:3]
+  x0, y0, side = sampling.corner_crop(height, width, 1.0, 0)
+  examples = []
+  for k in range(len(starts)):
+    rows = slice(k * transform.num_frames, (k + 1) * transform.num_frames)
+    examples.append(transform.finish({key: (value[rows] if key != 'label' else value)
+                                      for key, value in example.items()}, x0, y0, side, False))
+  return _Outcome(examples, video_index, ())
+
+
+# ------------------------------------------------------------------------------
+# Workers, prefetching and batches.
+# ------------------------------------------------------------------------------
+
+# Process workers keep their source here (set once by the pool initializer) so
+# each task pickles only a few integers.
+_WORKER_STATE: Dict[str, Any] = {}
+
+
+def _init_process_worker(source: sources.Source, transform: sampling.ClipTransform) -> None:
+  # Each process parallelises over examples already: keep cv2 single-threaded.
+  cv2.setNumThreads(1)
+  _WORKER_STATE.update(source=source, transform=transform)
+
+
+def _process_train_task(*args) -> _Outcome:
+  return _train_example(_WORKER_STATE['source'], _WORKER_STATE['transform'], *args)
+
+
+def _process_eval_task(*args) -> _Outcome:
+  return _eval_examples(_WORKER_STATE['source'], _WORKER_STATE['transform'], *args)
+
+
+class _Runner:
+  """Runs example-building tasks inline, on threads, or on spawned processes."""
+
+  def __init__(self, data_config: ml_collections.ConfigDict, source: sources.Source,
+               transform: sampling.ClipTransform):
+    # Values checked by gla_jax.validation.validate_data, which every mode runs first.
+    self.workers = int(data_config.workers)
+    self.kind = data_config.worker_type
+    self.source, self.transform = source, transform
+    self.pool = None
+    if self.workers and self.kind == 'thread':
+      self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, 'data_loader')
+    elif self.workers:
+      # Spawn, not fork: the parent may run JAX threads, which fork would copy
+      # in an undefined state.
+      self.pool = concurrent.futures.ProcessPoolExecutor(
+          self.workers, mp_context=multiprocessing.get_context('spawn'),
+          initializer=_init_process_worker, initargs=(source, transform))
+
+  def submit(self, task: Callable, process_task: Callable, *args) -> concurrent.futures.Future:
+    if self.pool is None:
+      future = concurrent.futures.Future()
+      future.set_result(task(self.source, self.transform, *args))
+      return future
+    if self.kind == 'thread':
+      return self.pool.submit(task, self.source, self.transform, *args)
+    return self.pool.submit(process_task, *args)
+
+  def close(self) -> None:
+    if self.pool is not None:
+      self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _empty_batch(rows: int, transform: sampling.ClipTransform, has_boxes: bool) -> Batch:
+  size, frames = transform.crop_size, transform.num_frames
+  batch = dict(video=np.zeros((rows, frames, size, size, 3), np.float32),
+               label=np.zeros(rows, np.int32),
+               video_index=np.full(rows, -1, np.int32),
+               mask=np.zeros(rows, bool))
+  if has_boxes:
+    batch.update(boxes=np.full((rows, frames, 4), -1, np.float32),
+                 present=np.zeros((rows, frames), bool))
+  return batch
+
+
+def _fill_row(batch: Batch, row: int, example: sampling.Example, video_index: int) -> None:
+  batch['video'][row] = example['video']
+  batch['label'][row] = example['label']
+  batch['video_index'][row] = video_index
+  batch['mask'][row] = True
+  if 'boxes' in batch:
+    batch['boxes'][row] = example['boxes']
+    batch['present'][row] = example['present']
+
+
+def _prefetched(plans: Iterator[Any], submit: Callable, assemble: Callable,
+                prefetch: int) -> Iterator[Batch]:
+  """Submits the tasks of `prefetch` + 1 batches ahead and yields them in order."""
+  pending = collections.deque()
+  for plan in plans:
+    pending.append((plan, submit(plan)))
+    if len(pending) > prefetch:
+      yield assemble(*pending.popleft())
+  while pending:
+    yield assemble(*pending.popleft())
+
+
+def _local_rows(batch_size: int, process_index: int, process_count: int) -> range:
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index}, process_count={process_count}: need '
+                     '0 <= process_index < process_count.')
+  if batch_size < 1 or batch_size % process_count:
+    raise ValueError(f'Global batch size {batch_size} must be a positive multiple of the '
+                     f'{process_count} processes; each process reads batch_size / '
+                     'process_count rows.')
+  rows = batch_size // process_count
+  return range(process_index * rows, (process_index + 1) * rows)
+
+
+def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
+  """The order of the `size` videos in training epoch `epoch`."""
+  return np.random.default_rng([seed, _EPOCH_STREAM, epoch]).permutation(size)
+
+
+def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
+                  start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                  health: Optional[bad_data.DataHealth] = None) -> Iterator[Batch]:
+  """Endless training batches; batch k of the iterator is step start_step + k.
+
+  Args:
+    data_config: the `config.data` section.
+    batch_size: GLOBAL batch size (all processes together).
+    seed: data seed (video order and augmentation).
+    start_step: first step to produce: resuming at the checkpoint's step
+      continues the exact sequence of an uninterrupted run.
+    process_index, process_count: this process reads rows
+      [p * B / P, (p + 1) * B / P) of every global batch.
+    health: receives the unreadable videos and the epoch reports (module
+      docstring); None keeps them internal (warnings and the limit still apply).
+
+  Yields:
+    Batches (module docstring) of batch_size / process_count rows; mask all
+    True. `video_index` is the video each row was read from (a replacement's
+    index where a video was unreadable).
+
+  Raises:
+    BadDataError: (from `next`) more unreadable videos than
+      `data.max_bad_fraction` tolerates.
+  """
+  if start_step < 0:
+    raise ValueError(f'start_step={start_step}: must be >= 0.')
+  rows = _local_rows(batch_size, process_index, process_count)
+  source = sources.create_source(data_config, 'train')
+  transform = sampling.ClipTransform(data_config)
+  runner = _Runner(data_config, source, transform)
+  size = len(source)
+  health = health if health is not None else bad_data.DataHealth(
+      'train', data_config.max_bad_fraction)
+  health.attach(size, epochs_done=start_step * batch_size // size)
+  policy = health.policy(int(data_config.retries))
+  permutations: Dict[int, np.ndarray] = {}
+
+  def video_of(position: int) -> int:
+    epoch, offset = divmod(position, size)
+    if epoch not in permutations:
+      permutations.clear()  # Steps only move forward: keep the current epoch(s).
+      permutations[epoch] = epoch_permutation(seed, epoch, size)
+    return int(permutations[epoch][offset])
+
+  def plans() -> Iterator[Tuple[int, List[int]]]:
+    step = start_step
+    while True:
+      yield step, [video_of(step * batch_size + row) for row in rows]
+      step += 1
+
+  def submit(plan):
+    step, videos = plan
+    return [runner.submit(_train_example, _process_train_task, video, seed, step, row, policy)
+            for video, row in zip(videos, rows)]
+
+  def assemble(plan, futures):
+    step, _ = plan
+    batch = _empty_batch(len(rows), transform, source.has_boxes)
+    for local, (future, row) in enumerate(zip(futures, rows)):
+      outcome = future.result()
+      health.record(outcome.failures, skipped=1, epoch=(step * batch_size + row) // size)
+      if outcome.value is None:
+        raise health.no_readable_video()
+      _fill_row(batch, local, outcome.value, outcome.video_index)
+    health.end_epochs((step + 1) * batch_size // size)
+    return batch
+
+  try:
+    yield from _prefetched(plans(), submit, assemble, int(data_config.prefetch))
+  finally:
+    runner.close()
+
+
+def eval_clips(source: sources.Source, data_config: ml_collections.ConfigDict,
+               health: Optional[bad_data.DataHealth] = None) -> np.ndarray:
+  """Every evaluation clip of `source` in order: int64 [K, 2] (video index, first frame).
+
+  A video whose frame count cannot be read has no clip; it goes to `health`
+  (a new one, for its warnings and limit, when None).
+  """
+  clip_frames, stride = int(data_config.num_frames), int(data_config.frame_stride)
+  if health is None:
+    health = bad_data.DataHealth('eval', data_config.max_bad_fraction)
+    health.attach(len(source))
+  retries = int(data_config.retries)
+
+  def frame_count(index: int) -> Tuple[int, Tuple[Tuple[int, str, str], ...]]:
+    try:
+      count = bad_data.read_with_retries(source, index, lambda: source.num_frames(index), retries)
+      return count, ()
+    except Exception as error:  # pylint: disable=broad-except
+      return 0, ((index, source.describe(index), bad_data.describe_error(error)),)
+
+  # Frame counts may need a header read (folder) or a record read (tfds) per
+  # video: ask for them in parallel, they are I/O-bound.
+  with concurrent.futures.ThreadPoolExecutor(max(1, int(data_config.workers))) as pool:
+    counts = list(pool.map(frame_count, range(len(source))))
+  for _, failures in counts:
+    health.record(failures, skipped=1)
+  clips = [(index, start) for index, (count, failures) in enumerate(counts) if not failures
+           for start in sampling.eval_clip_starts(count, clip_frames, stride)]
+  return np.array(clips, np.int64).reshape(-1, 2)
+
+
+def num_eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size: int) -> int:
+  """How many batches `eval_batches` yields (the same on every process)."""
+  source = sources.create_source(data_config, split)
+  return math.ceil(len(eval_clips(source, data_config)) / batch_size)
+
+
+def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size: int,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+  """One pass over every evaluation clip of every video of `split`.
+
+  Global batch b holds clips [b * B, (b + 1) * B) of `eval_clips` order
+  (videos in order, clips in time order); the last one is padded with
+  mask=False rows (zero video, label 0, video_index -1) so every batch has the
+  same shape. Every process yields the same number of batches. The clips of an
+  unreadable video are padding rows too (module docstring), so the metrics
+  cover the readable videos.
+
+  Args:
+    data_config: the `config.data` section.
+    split: 'train' or 'eval'.
+    batch_size: GLOBAL batch size.
+    process_index, process_count: as in `train_batches`.
+
+  Yields:
+    Batches (module docstring) of batch_size / process_count rows.
+  """
+  rows = _local_rows(batch_size, process_index, process_count)
+  source = sources.create_source(data_config, split)
+  transform = sampling.ClipTransform(data_config)
+  runner = _Runner(data_config, source, transform)
+  health = bad_data.DataHealth(split, data_config.max_bad_fraction)
+  health.attach(len(source))
+  policy = health.policy(int(data_config.retries))
+  try:
+    clips = eval_clips(source, data_config, health)
+    num_batches = math.ceil(len(clips) / batch_size)
+
+    def plans() -> Iterator[List[Tuple[int, List[int], List[int]]]]:
+      for b in range(num_batches):
+        # This process's clips of batch b, grouped into runs of one video so
+        # each video is decoded once per batch.
+        groups = []
+        for local, position in enumerate(range(b * batch_size + rows.start,
+                                               b * batch_size + rows.stop)):
+          if position >= len(clips):
+            break
+          video, start = (int(v) for v in clips[position])
+          if groups and groups[-1][0] == video:
+            groups[-1][1].append(local)
+            groups[-1][2].append(start)
+          else:
+            groups.append((video, [local], [start]))
+        yield groups
+
+    def submit(groups):
+      return [runner.submit(_eval_examples, _process_eval_task, video, starts, policy)
+              for video, _, starts in groups]
+
+    def assemble(groups, futures):
+      batch = _empty_batch(len(rows), transform, source.has_boxes)
+      for (video, locals_, _), future in zip(groups, futures):
+        outcome = future.result()
+        # The clips of an unreadable video stay padding rows (mask False).
+        health.record(outcome.failures, skipped=len(locals_))
+        for local, example in zip(locals_, outcome.value or ()):
+          _fill_row(batch, local, example, video)
+      return batch
+
+    yield from _prefetched(plans(), submit, assemble, int(data_config.prefetch))
+    if health.skipped:
+      logging.warning('Evaluation of %r left out %d clips of %d unreadable videos: %s.', split,
+                      health.skipped, len(health.unreadable), ', '.join(health.unreadable))
+  finally:
+    runner.close()

@@ -1,0 +1,83 @@
+"""`--mode=loc_eval`: every attention method's localization on evaluation clips with ground truth.
+
+Finds the weights, explains `config.localize.max_clips` clips of the
+evaluation split that have ground-truth boxes with every method
+(`explain.comparison`), scores them and writes `<workdir>/loc_eval/`
+(`outputs.comparison_report`). Every clip and every method's map stay in
+memory (float32 T x S x S each): 64 clips of 16 x 112 x 112 take about 50 MB
+per method.
+"""
+import logging
+import os
+from typing import Any, Dict, Optional
+
+import jax
+import ml_collections
+
+from gla_jax import models
+from gla_jax import video_explanation
+from gla_jax import weights
+from gla_jax.data import loader
+from gla_jax.data import sources
+from gla_jax.explain import comparison
+from gla_jax.models import building
+from gla_jax.outputs import comparison_report
+from gla_jax.outputs import reports
+
+
+def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
+                 variables: Dict[str, Any]) -> Dict[str, Any]:
+  """Explains the first `config.localize.max_clips` clips of `config.eval.split`.
+
+  Returns:
+    `comparison.collect_clips`'s output.
+
+  Raises:
+    ValueError: the source has no ground-truth boxes, or no clips.
+  """
+  settings, split = config.localize, config.eval.split
+  source = sources.create_source(config.data, split)
+  if not source.has_boxes:
+    raise ValueError(f'The {split!r} split of config.data.source={config.data.source!r} has no '
+                     'ground-truth boxes, so localization cannot be scored: use the synthetic '
+                     'source, or a folder with an annotations file (config.data.annotations).')
+  available = len(loader.eval_clips(source, config.data))
+  wanted = min(int(settings.max_clips), available) if settings.max_clips else available
+  if wanted < 1:
+    raise ValueError(f'The {split!r} split has no clips to evaluate.')
+  batch_size = int(settings.batch_size)
+  batches = loader.eval_batches(config.data, split, batch_size)
+  try:
+    return comparison.collect_clips(model, variables, batches, wanted, batch_size,
+                                    config.explain.pooling, config.explain.normalization,
+                                    progress=reports.progress)
+  finally:
+    batches.close()
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+  """Compares every method's localization and writes `<workdir>/loc_eval/`.
+
+  Args:
+    config: the whole config (`localize`, `explain`, `data`, `model`, `eval.split`).
+    workdir: where the weights are and the results go.
+    variables: `{'params', 'batch_stats'}`; by default `weights.for_config`'s.
+
+  Returns:
+    `comparison.compare`'s result and 'files' (the paths of comparison.json,
+    comparison.md and the pictures). The JSON file holds the same with NaN
+    written as null.
+  """
+  model = building.create_model(config)
+  if variables is None:
+    variables = weights.for_config(config, workdir, model).variables
+  # On the device once, not once per call.
+  variables = jax.device_put({key: variables[key] for key in ('params', 'batch_stats')})
+  clips = gather_clips(config, model, variables)
+  result = comparison.compare(config, model, variables, clips, progress=reports.progress)
+  comparison_report.write(os.path.join(workdir, comparison_report.OUTPUT_DIR), config, clips,
+                          result, video_explanation.class_names(config))
+  logging.info('Localization comparison of %d methods on %d clips: %s', len(result['order']),
+               result['num_clips'], result['files']['markdown'])
+  return result

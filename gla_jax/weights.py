@@ -1,0 +1,395 @@
+"""Which weights: one resolver for every mode and for training's `init_checkpoint`.
+
+Weights come in three forms, all accepted wherever a path to weights is taken:
+  a `.pth` file          a published PyTorch checkpoint (Hara et al.'s layout),
+                         converted on the fly (needs torch);
+  a converted directory  `variables/` + `metadata.json`, written by
+                         `--mode=convert` (`convert_checkpoint`) or `save_variables`;
+  a training workdir     its `checkpoints/` (or that folder itself): the latest
+                         step, or the best by `train.best_metric`.
+
+`for_config` picks the weights of a mode, in this order:
+  1. the workdir's training checkpoint (`config.eval.checkpoint`: latest | best);
+  2. `config.train.init_checkpoint`, if set (a relative path is looked up in the
+     workdir first, then in the current directory), fitted to the model as
+     training fits it (`fit`);
+  3. `<workdir>/converted`, where `--mode=convert` writes.
+An error lists every place it looked.
+"""
+import dataclasses
+import functools
+import json
+import os
+import shutil
+from typing import Any, Dict, List, Optional, Tuple, Union
+import uuid
+
+from absl import logging
+import flax
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from gla_jax import models
+from gla_jax.models import building
+from gla_jax.models import convert
+from gla_jax.models import torch_files
+from gla_jax.training import checkpoints
+
+CONVERTED_DIR = 'converted'
+VARIABLES_DIR = 'variables'
+METADATA_FILE = 'metadata.json'
+# Leaves listed in a mismatch error.
+_MAX_LISTED = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+  """Variables and where they came from.
+
+  Attributes:
+    variables: `{'params', 'batch_stats'}`.
+    path: the file or directory they were read from.
+    kind: 'training' (a workdir's checkpoint), 'converted' (a converted
+      directory) or 'pth' (a PyTorch file converted on the fly).
+    step: the training step, for kind 'training'.
+    metadata: what the source says about them (preset, classes, config, ...).
+  """
+  variables: Dict[str, Any]
+  path: str
+  kind: str
+  step: Optional[int] = None
+  metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------
+# The converted-directory format.
+# ------------------------------------------------------------------------------
+
+
+def _checkpointer() -> ocp.Checkpointer:
+  # Synchronous: `save` returns with everything on disk or raises, so a failed
+  # save can be cleaned up without racing Orbax's background threads.
+  return ocp.Checkpointer(ocp.StandardCheckpointHandler())
+
+
+def save_variables(directory, variables: Any, metadata: Optional[Dict[str, Any]] = None
+                   ) -> str:
+  """Writes `variables` (any pytree of arrays) and JSON `metadata` to `directory`.
+
+  A save never leaves a half-written directory, nor destroys a complete one:
+  it writes a hidden sibling and swaps it in with renames once it is complete.
+
+  Args:
+    directory: the checkpoint directory; an existing checkpoint there is
+      replaced only after the new one is completely written.
+    variables: pytree of numpy or jax arrays, e.g. `{'params', 'batch_stats'}`.
+    metadata: JSON-serialisable dict (e.g. `preset`, `num_classes`, `source`).
+
+  Returns:
+    The absolute path of the checkpoint directory.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  parent, name = os.path.split(directory)
+  text = json.dumps(metadata or {}, indent=2, sort_keys=True)   # Fail before any I/O.
+  os.makedirs(parent, exist_ok=True)
+  # Staging and backup live next to `directory`, on the same file system, so
+  # the swaps below are renames, not copies.
+  staging = os.path.join(parent, f'.{name}.saving-{uuid.uuid4().hex[:8]}')
+  try:
+    os.makedirs(staging)
+    checkpointer = _checkpointer()
+    try:
+      checkpointer.save(os.path.join(staging, VARIABLES_DIR), variables)
+    finally:
+      checkpointer.close()
+    with open(os.path.join(staging, METADATA_FILE), 'w') as f:
+      f.write(text)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  backup = None
+  if os.path.exists(directory):
+    backup = os.path.join(parent, f'.{name}.replaced-{uuid.uuid4().hex[:8]}')
+    os.rename(directory, backup)
+  try:
+    os.rename(staging, directory)
+  except BaseException:
+    if backup:
+      os.rename(backup, directory)
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  if backup:
+    shutil.rmtree(backup, ignore_errors=True)
+  return directory
+
+
+def is_converted_dir(path) -> bool:
+  """Whether `path` is a directory written by `save_variables`."""
+  return os.path.isfile(os.path.join(os.fspath(path), METADATA_FILE))
+
+
+def load_variables(directory) -> Tuple[Any, Dict[str, Any]]:
+  """Reads a checkpoint written by `save_variables`.
+
+  Returns:
+    `(variables, metadata)`: the pytree as saved (numpy arrays stay numpy,
+    jax arrays come back as jax arrays) and the metadata dict.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  variables_dir = os.path.join(directory, VARIABLES_DIR)
+  metadata_path = os.path.join(directory, METADATA_FILE)
+  if not (os.path.isdir(variables_dir) and os.path.isfile(metadata_path)):
+    raise FileNotFoundError(
+        f'{directory!r} is not a variables checkpoint: expected {VARIABLES_DIR}/ and '
+        f'{METADATA_FILE} inside it (written by gla_jax.weights.save_variables, e.g. by '
+        '`--mode=convert`).')
+  with open(metadata_path) as f:
+    metadata = json.load(f)
+  checkpointer = _checkpointer()
+  try:
+    variables = checkpointer.restore(variables_dir)
+  finally:
+    checkpointer.close()
+  return variables, metadata
+
+
+def convert_checkpoint(torch_path, model: models.ResNeXt3D, directory,
+                       drop_head: bool = False, rng: Union[jax.Array, int] = 0
+                       ) -> Dict[str, Any]:
+  """Reads a PyTorch checkpoint, converts it for `model` and saves it (`save_variables`).
+
+  Args:
+    torch_path: the PyTorch `.pth` file (Hara's layout or a bare state dict).
+    model: the Flax model the weights are for.
+    directory: where the converted variables are written.
+    drop_head: replace the checkpoint's classifier by a fresh one for
+      `model.num_classes` (see `convert.torch_to_flax`).
+    rng: PRNG key or seed of the fresh head.
+
+  Returns:
+    The metadata saved next to the variables.
+  """
+  raw = torch_files.load_torch_file(torch_path)
+  variables = convert.torch_to_flax(torch_files.state_dict_of(raw, torch_path), model,
+                                    drop_head, rng)
+  source = raw if isinstance(raw, dict) else {}
+  metadata = {
+      'preset': convert.preset_name(model),
+      'num_classes': model.num_classes,
+      'stage_sizes': list(model.stage_sizes),
+      'cardinality': model.cardinality,
+      'widths': list(model.widths),
+      'stem_width': model.stem_width,
+      'source': os.path.abspath(os.fspath(torch_path)),
+      'source_arch': str(source['arch']) if 'arch' in source else None,
+      'source_epoch': int(source['epoch']) if isinstance(source.get('epoch'), int) else None,
+      'drop_head': drop_head,
+  }
+  save_variables(directory, variables, metadata)
+  return metadata
+
+
+# ------------------------------------------------------------------------------
+# Reading any form.
+# ------------------------------------------------------------------------------
+
+
+def read(path, model: Optional[models.ResNeXt3D] = None, *, which: str = 'latest',
+         best_metric: str = 'video_accuracy', drop_head: bool = False,
+         rng: Union[jax.Array, int] = 0) -> Weights:
+  """The weights at `path`: a `.pth` file, a converted directory or a training workdir.
+
+  Args:
+    path: the file or directory.
+    model: the network, needed to convert a `.pth` file.
+    which: for a training workdir, 'latest' or 'best' (by `best_metric`).
+    best_metric: the evaluation metric that ranks steps for 'best'.
+    drop_head: for a `.pth` file, a fresh classifier instead of the file's.
+    rng: PRNG key or seed of that fresh classifier.
+
+  Raises:
+    FileNotFoundError: `path` is none of the three, with what each needs.
+  """
+  path = os.fspath(path)
+  if os.path.isfile(path):
+    if model is None:
+      raise ValueError(f'{path!r} is a PyTorch file: converting it needs the model.')
+    logging.info('Converting the PyTorch checkpoint %s on the fly.', path)
+    variables = convert.torch_to_flax(torch_files.load_torch_checkpoint(path), model, drop_head,
+                                      rng)
+    return Weights(variables, os.path.abspath(path), 'pth')
+  if is_converted_dir(path):
+    variables, metadata = load_variables(path)
+    return Weights(variables, os.path.abspath(path), 'converted', metadata=metadata)
+  if checkpoints.has_training_checkpoints(path):
+    step = checkpoints.training_step(path, which, best_metric)
+    variables, metadata = checkpoints.load_training_variables(path, which, best_metric)
+    return Weights(variables, os.path.abspath(path), 'training', step, metadata)
+  raise FileNotFoundError(
+      f'{path!r} holds no weights: it is neither a PyTorch .pth file, nor a converted '
+      f'directory (with {METADATA_FILE}, written by --mode=convert), nor a training workdir '
+      f'(with {checkpoints.CHECKPOINTS_DIR}/<step>/).')
+
+
+# ------------------------------------------------------------------------------
+# Fitting weights to a model (fine-tuning).
+# ------------------------------------------------------------------------------
+
+
+def _flat(tree: Any) -> Dict[Tuple[str, ...], Any]:
+  return traverse_util.flatten_dict(flax.core.unfreeze(tree))
+
+
+def head_paths(model: models.ResNeXt3D) -> set:
+  """Paths of the variables whose shape depends on the class count (the classifiers)."""
+  def shapes(num_classes):
+    abstract = jax.eval_shape(functools.partial(model.clone(num_classes=num_classes).init,
+                                                train=False),
+                              jax.random.key(0), jax.ShapeDtypeStruct((1, 1, 1, 1, 3), jnp.float32))
+    return {path: leaf.shape for path, leaf in
+            _flat({'params': abstract['params'], 'batch_stats': abstract['batch_stats']}).items()}
+  a, b = shapes(model.num_classes), shapes(model.num_classes + 1)
+  return {path for path in a if a[path] != b.get(path)}
+
+
+def _listing(paths) -> str:
+  names = sorted('/'.join(p) for p in paths)
+  return ', '.join(names[:_MAX_LISTED]) + (
+      f', ... and {len(names) - _MAX_LISTED} more' if len(names) > _MAX_LISTED else '')
+
+
+def fit(fresh: Dict[str, Any], loaded: Dict[str, Any], heads: set, drop_head: bool,
+        source: str) -> Dict[str, Any]:
+  """`fresh` variables with every leaf that `loaded` provides, checked leaf by leaf.
+
+  Args:
+    fresh: freshly initialised `{'params', 'batch_stats'}` of the model.
+    loaded: variables read from a checkpoint.
+    heads: paths of the class-count-dependent leaves (`head_paths`).
+    drop_head: keep the fresh classifier (`heads`) instead of the loaded one.
+    source: the checkpoint's path, for error messages.
+
+  Backbone leaves must all be present with the model's shapes. Leaves outside
+  the backbone that the checkpoint lacks (attention gates added to a plain
+  backbone) stay fresh.
+  """
+  fresh_flat = _flat({c: fresh[c] for c in ('params', 'batch_stats')})
+  loaded_flat = _flat({c: loaded[c] for c in ('params', 'batch_stats') if c in loaded})
+  if drop_head:
+    loaded_flat = {p: v for p, v in loaded_flat.items() if p not in heads}
+  missing = [p for p in fresh_flat if p not in loaded_flat
+             and not (drop_head and p in heads) and models.module_stage(p[1]) is not None]
+  missing += [p for p in heads if not drop_head and p not in loaded_flat]
+  unexpected = [p for p in loaded_flat if p not in fresh_flat]
+  misshaped = [p for p in loaded_flat if p in fresh_flat
+               and np.shape(loaded_flat[p]) != np.shape(fresh_flat[p])]
+  if missing or unexpected or misshaped:
+    lines = [f'config.train.init_checkpoint={source!r} does not fit the model:']
+    if missing:
+      lines.append(f'  {len(missing)} missing: {_listing(missing)}')
+    if unexpected:
+      lines.append(f'  {len(unexpected)} unexpected: {_listing(unexpected)}')
+    if misshaped:
+      lines.append(f'  {len(misshaped)} with another shape: ' + ', '.join(
+          f'{"/".join(p)} {np.shape(loaded_flat[p])} vs {np.shape(fresh_flat[p])}'
+          for p in misshaped[:_MAX_LISTED]))
+    if misshaped and all(p in heads for p in misshaped):
+      lines.append('Only the classifier differs: set config.train.drop_head=True to fine-tune '
+                   'to the new class count.')
+    else:
+      lines.append('Check config.model (preset, num_classes, gating) against the checkpoint.')
+    raise ValueError('\n'.join(lines))
+  merged = {p: np.asarray(loaded_flat.get(p, v), np.float32) if p in loaded_flat else v
+            for p, v in fresh_flat.items()}
+  variables = traverse_util.unflatten_dict(merged)
+  return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+
+
+def init_checkpoint_path(config: ml_collections.ConfigDict, workdir: Optional[str]) -> str:
+  """`config.train.init_checkpoint` as a path: a relative one is looked up in `workdir` first.
+
+  So `init_checkpoint='converted'` means `<workdir>/converted`, where
+  `--mode=convert` writes; a relative path not in the workdir is taken from
+  the current directory. '' when the config has none.
+  """
+  source = str(config.train.init_checkpoint)
+  if source and workdir and not os.path.isabs(source):
+    in_workdir = os.path.join(workdir, source)
+    if os.path.exists(in_workdir):
+      return in_workdir
+  return source
+
+
+def initial_variables(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
+                      rng: jax.Array, workdir: Optional[str] = None) -> Dict[str, Any]:
+  """Random `{'params', 'batch_stats'}`, or `train.init_checkpoint`'s fitted to `model`.
+
+  What training starts from: with an init checkpoint, every leaf it provides
+  replaces the random one (`fit`; a fresh classifier with `train.drop_head`).
+  """
+  init_rng, head_rng = jax.random.split(rng)
+  variables = models.init_variables(model, init_rng, building.clip_shape(config))
+  source = init_checkpoint_path(config, workdir)
+  if source:
+    try:
+      loaded = read(source, model, best_metric=config.train.best_metric,
+                    drop_head=config.train.drop_head, rng=head_rng)
+    except FileNotFoundError as error:
+      raise FileNotFoundError(f'config.train.init_checkpoint={config.train.init_checkpoint!r}: '
+                              f'{error} Fix the path.') from None
+    variables = fit(variables, loaded.variables, head_paths(model), config.train.drop_head,
+                    source)
+    logging.info('Initialised from %s (drop_head=%s).', source, config.train.drop_head)
+  return variables
+
+
+# ------------------------------------------------------------------------------
+# The weights of a mode.
+# ------------------------------------------------------------------------------
+
+
+def for_config(config: ml_collections.ConfigDict, workdir: str,
+               model: Optional[models.ResNeXt3D] = None) -> Weights:
+  """The weights every mode uses: see the module docstring for the order.
+
+  Args:
+    config: the whole config (`eval.checkpoint`, `train.best_metric`,
+      `train.init_checkpoint`, `train.seed` for a fresh head).
+    workdir: the run's workdir.
+    model: the network (`building.create_model(config)` by default).
+
+  Raises:
+    FileNotFoundError: no weights anywhere; the message lists every place
+      looked and how to make weights.
+  """
+  model = model or building.create_model(config)
+  looked: List[str] = []
+  if checkpoints.has_training_checkpoints(workdir):
+    weights = read(workdir, which=config.eval.checkpoint, best_metric=config.train.best_metric)
+    logging.info('Using the %s training checkpoint of %s (step %s).', config.eval.checkpoint,
+                 workdir, weights.step)
+    return weights
+  looked.append(f'{os.path.join(workdir, checkpoints.CHECKPOINTS_DIR)} (no training checkpoint)')
+  source = init_checkpoint_path(config, workdir)
+  if source:
+    if os.path.exists(source):
+      variables = initial_variables(config, model, jax.random.key(int(config.train.seed)),
+                                    workdir)
+      kind = 'pth' if os.path.isfile(source) else 'converted'
+      return Weights(variables, os.path.abspath(source), kind)
+    looked.append(f'config.train.init_checkpoint={config.train.init_checkpoint!r} (not in '
+                  f'{workdir}, nor in {os.getcwd()})')
+  converted = os.path.join(workdir, CONVERTED_DIR)
+  if is_converted_dir(converted):
+    variables, metadata = load_variables(converted)
+    return Weights(variables, os.path.abspath(converted), 'converted', metadata=metadata)
+  looked.append(f'{converted} (no converted weights)')
+  raise FileNotFoundError(
+      'No weights found. Looked in:\n' + '\n'.join(f'  {place}' for place in looked) +
+      '\nTrain with --mode=train, or convert published weights with --mode=convert '
+      '--torch_checkpoint=PATH.pth (same --workdir), or set --config.train.init_checkpoint '
+      'to a .pth file, a converted directory or a training workdir.')

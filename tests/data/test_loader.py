@@ -1,0 +1,176 @@
+"""Tests of gla_jax.data.loader: batch format, determinism, sharding, eval coverage, boxes."""
+import json
+
+import numpy as np
+import pytest
+
+from gla_jax.data import loader
+from gla_jax.data import sources
+from gla_jax.data import video_io
+from tests.data import small_data
+
+
+def _take(iterator, count):
+  return [next(iterator) for _ in range(count)]
+
+
+def _assert_batches_equal(a, b):
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _normalised(frames, config):
+  return (frames.astype(np.float32) - np.asarray(config.mean, np.float32)) / np.asarray(
+      config.std, np.float32)
+
+
+def test_synthetic_train_batch_format():
+  config = small_data.config()
+  batch = next(loader.train_batches(config, batch_size=4, seed=0))
+  assert set(batch) == small_data.KEYS_WITH_BOXES
+  assert batch['video'].shape == (4, 8, 32, 32, 3) and batch['video'].dtype == np.float32
+  assert batch['label'].dtype == np.int32 and batch['video_index'].dtype == np.int32
+  assert batch['mask'].dtype == bool and batch['mask'].all()
+  assert batch['boxes'].shape == (4, 8, 4) and batch['boxes'].dtype == np.float32
+  assert batch['present'].shape == (4, 8) and batch['present'].dtype == bool
+  dataset = sources.create_source(config, 'train').dataset
+  for label, index in zip(batch['label'], batch['video_index']):
+    assert label == dataset[int(index)]['label']
+  # Boxes lie inside the clip where present and are -1 elsewhere.
+  boxes, present = batch['boxes'], batch['present']
+  assert np.all(boxes[~present] == -1)
+  assert np.all((boxes[present] >= 0) & (boxes[present] <= 32))
+
+
+def test_identity_sampling_returns_the_generated_frames():
+  # Crop = whole frame at its size, all frames, no flip: the clip is the video.
+  config = small_data.config(num_frames=12, crop_size=40, train_scales=(1.0,), flip=False,
+                             mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 8.0))
+  with config.unlocked():
+    config.synthetic.update(dict(height=40, width=40))
+  batch = next(loader.train_batches(config, batch_size=3, seed=1))
+  dataset = sources.create_source(config, 'train').dataset
+  for row in range(3):
+    item = dataset[int(batch['video_index'][row])]
+    np.testing.assert_allclose(batch['video'][row], _normalised(item['video'], config), rtol=1e-6)
+    np.testing.assert_array_equal(batch['boxes'][row], item['boxes'])
+    np.testing.assert_array_equal(batch['present'][row], item['present'])
+
+
+def test_train_resume_and_worker_independence():
+  config = small_data.config()
+  reference = _take(loader.train_batches(config, batch_size=4, seed=3), 5)
+  resumed = _take(loader.train_batches(config, batch_size=4, seed=3, start_step=3), 2)
+  _assert_batches_equal(resumed[0], reference[3])
+  _assert_batches_equal(resumed[1], reference[4])
+  with config.unlocked():
+    config.workers = 0
+    config.prefetch = 0
+  inline = _take(loader.train_batches(config, batch_size=4, seed=3), 5)
+  for a, b in zip(inline, reference):
+    _assert_batches_equal(a, b)
+  other_seed = next(loader.train_batches(config, batch_size=4, seed=4))
+  assert not np.array_equal(other_seed['video'], reference[0]['video'])
+
+
+def test_process_workers_match_threads():
+  config = small_data.config(worker_type='process', workers=2)
+  with_processes = _take(loader.train_batches(config, batch_size=4, seed=5), 2)
+  with config.unlocked():
+    config.worker_type = 'thread'
+  with_threads = _take(loader.train_batches(config, batch_size=4, seed=5), 2)
+  for a, b in zip(with_processes, with_threads):
+    _assert_batches_equal(a, b)
+
+
+def test_epochs_are_permutations():
+  config = small_data.config()
+  with config.unlocked():
+    config.synthetic.train_size = 6
+  batches = _take(loader.train_batches(config, batch_size=3, seed=0), 4)
+  epoch0 = np.concatenate([b['video_index'] for b in batches[:2]])
+  epoch1 = np.concatenate([b['video_index'] for b in batches[2:]])
+  assert sorted(epoch0) == list(range(6)) and sorted(epoch1) == list(range(6))
+  assert not np.array_equal(epoch0, epoch1)
+  np.testing.assert_array_equal(epoch0, loader.epoch_permutation(0, 0, 6))
+
+
+def test_process_sharding_train_and_eval():
+  config = small_data.config()
+  full = _take(loader.train_batches(config, batch_size=4, seed=7, start_step=2), 2)
+  parts = [_take(loader.train_batches(config, batch_size=4, seed=7, start_step=2,
+                                      process_index=p, process_count=2), 2)
+           for p in range(2)]
+  for step in range(2):
+    for key in full[step]:
+      np.testing.assert_array_equal(
+          np.concatenate([parts[0][step][key], parts[1][step][key]]), full[step][key])
+  full_eval = list(loader.eval_batches(config, 'eval', batch_size=4))
+  eval_parts = [list(loader.eval_batches(config, 'eval', batch_size=4, process_index=p,
+                                         process_count=2)) for p in range(2)]
+  assert len(eval_parts[0]) == len(eval_parts[1]) == len(full_eval)
+  for b, batch in enumerate(full_eval):
+    for key in batch:
+      np.testing.assert_array_equal(
+          np.concatenate([eval_parts[0][b][key], eval_parts[1][b][key]]), batch[key])
+  with pytest.raises(ValueError, match='multiple'):
+    next(loader.train_batches(config, batch_size=5, seed=0, process_count=2))
+
+
+def test_eval_covers_every_clip_once():
+  # 20-frame videos, 8-frame clips: starts 0, 8, 16; the last is frames
+  # 16..19 loop-padded to 16..19, 16..19.
+  config = small_data.config(train_scales=(0.5,))  # eval must ignore the training crop
+  with config.unlocked():
+    config.synthetic.update(dict(num_frames=20, height=32, width=32, val_size=3))
+  batches = list(loader.eval_batches(config, 'eval', batch_size=4))
+  assert len(batches) == 3 == loader.num_eval_batches(config, 'eval', 4)
+  video_index = np.concatenate([b['video_index'] for b in batches])
+  mask = np.concatenate([b['mask'] for b in batches])
+  np.testing.assert_array_equal(video_index, [0, 0, 0, 1, 1, 1, 2, 2, 2, -1, -1, -1])
+  np.testing.assert_array_equal(mask, [True] * 9 + [False] * 3)
+  videos = np.concatenate([b['video'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  assert np.all(videos[~mask] == 0) and np.all(labels[~mask] == 0)
+  dataset = sources.create_source(config, 'eval').dataset
+  frames = [np.arange(0, 8), np.arange(8, 16), np.array([16, 17, 18, 19] * 2)]
+  for row in range(9):
+    item = dataset[row // 3]
+    indices = frames[row % 3]
+    assert labels[row] == item['label']
+    np.testing.assert_allclose(videos[row], _normalised(item['video'][indices], config))
+    boxes = np.concatenate([b['boxes'] for b in batches])[row]
+    np.testing.assert_array_equal(boxes, item['boxes'][indices])
+
+
+@pytest.mark.parametrize('annotated_scale', [1, 2])
+def test_boxes_follow_the_pixels(tmp_path, annotated_scale):
+  """Crop + resize + flip move the boxes exactly as they move the pixels.
+
+  With annotated_scale 2 the annotations describe a video twice the size of
+  the file (a re-encoded copy): the boxes must be rescaled to the file.
+  """
+  video, boxes = small_data.rectangle_video()
+  root = tmp_path / 'videos'
+  video_io.write_video(str(root / 'box' / 'clip.mkv'), video, codec='FFV1')
+  (root / 'annotations.json').write_text(json.dumps(dict(classes=['box'], videos=[dict(
+      path='box/clip.mkv', label=0, num_frames=10, height=48 * annotated_scale,
+      width=64 * annotated_scale, segments=[[0, 10]],
+      boxes=[[v * annotated_scale for v in box] for box in boxes])])))
+  config = small_data.config(source='folder', root=str(root), num_frames=4, crop_size=24,
+                             train_scales=(1.0, 0.707, 0.5))
+  batches = _take(loader.train_batches(config, batch_size=8, seed=0), 3)
+  checked = 0
+  for batch in batches:
+    for row in range(8):
+      for t in range(4):
+        ys, xs = np.nonzero(batch['video'][row, t, :, :, 0] + config.mean[0] > 127)
+        if not batch['present'][row, t]:
+          assert len(xs) == 0
+          np.testing.assert_array_equal(batch['boxes'][row, t], -1)
+          continue
+        checked += 1
+        pixel_box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        np.testing.assert_allclose(batch['boxes'][row, t], pixel_box, atol=1.0)
+  assert checked > 20

@@ -1,0 +1,56 @@
+"""Tests of gla_jax.data.sampling: frame indices, corner crops, boxes through crop and flip."""
+import numpy as np
+import pytest
+
+from gla_jax import defaults
+from gla_jax.data import sampling
+
+
+def test_default_config_lockable():
+  config = defaults.data_config()
+  assert config.source == 'synthetic'
+  assert (config.num_frames, config.frame_stride, config.crop_size) == (16, 1, 112)
+  assert tuple(config.train_scales) == (1.0, 0.841, 0.707, 0.595, 0.5)
+  assert tuple(config.mean) == (114.7748, 107.7354, 99.4750)
+  config.lock()
+  config.num_frames = 8
+  config.synthetic.height = 64
+  with pytest.raises(AttributeError):
+    config.no_such_key = 1
+
+
+def test_eval_frame_stride_and_short_videos():
+  np.testing.assert_array_equal(sampling.eval_clip_starts(20, 4, 2), [0, 8, 16])
+  np.testing.assert_array_equal(sampling.eval_frame_indices(20, 16, 4, 2), [16, 18, 16, 18])
+  np.testing.assert_array_equal(sampling.eval_clip_starts(3, 16, 1), [0])
+  np.testing.assert_array_equal(sampling.eval_frame_indices(3, 0, 5, 1), [0, 1, 2, 0, 1])
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    indices = sampling.train_frame_indices(30, 8, 3, rng)
+    assert len(indices) == 8 and np.all(np.diff(indices) == 3)
+    assert 0 <= indices[0] and indices[-1] < 30
+  np.testing.assert_array_equal(sampling.train_frame_indices(5, 4, 2, rng), [0, 2, 4, 0])
+
+
+def test_corner_crop_positions():
+  # 100 wide, 80 high, scale 0.5: side 40.
+  assert sampling.corner_crop(80, 100, 0.5, 0) == (30, 20, 40)
+  assert sampling.corner_crop(80, 100, 0.5, 1) == (0, 0, 40)
+  assert sampling.corner_crop(80, 100, 0.5, 2) == (60, 0, 40)
+  assert sampling.corner_crop(80, 100, 0.5, 3) == (0, 40, 40)
+  assert sampling.corner_crop(80, 100, 0.5, 4) == (60, 40, 40)
+
+
+def test_transform_boxes_by_hand():
+  boxes = np.array([[24, 20, 40, 30],    # inside the crop
+                    [0, 0, 30, 20],      # partly outside: clipped
+                    [70, 60, 90, 75],    # outside: absent
+                    [-1, -1, -1, -1]],   # absent stays absent
+                   np.float32)
+  present = np.array([True, True, True, False])
+  # Crop (x0=20, y0=10, side 40) resized to 20: scale 0.5.
+  out, visible = sampling.transform_boxes(boxes, present, 20, 10, 40, 20, flip=False)
+  np.testing.assert_array_equal(visible, [True, True, False, False])
+  np.testing.assert_allclose(out, [[2, 5, 10, 10], [0, 0, 5, 5], [-1] * 4, [-1] * 4])
+  flipped, _ = sampling.transform_boxes(boxes, present, 20, 10, 40, 20, flip=True)
+  np.testing.assert_allclose(flipped, [[10, 5, 18, 10], [15, 0, 20, 5], [-1] * 4, [-1] * 4])

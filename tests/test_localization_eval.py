@@ -1,0 +1,126 @@
+"""The localization comparison end to end: every method on the same clips, table, verdict."""
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from gla_jax import explain
+from gla_jax import localization_eval
+from gla_jax import models
+from gla_jax.data import loader
+from gla_jax.explain import comparison
+from gla_jax.models import building
+
+THRESHOLDS = (0.3, 0.5, 0.7)
+METRICS = ('loc_acc@0.5', 'mean_iou', 'temporal_iou', 'pointing_game', 'deletion_auc',
+           'insertion_auc')
+
+
+def _config(size):
+  """The tiny config, gated, on 6 synthetic clips of 8 x size x size."""
+  config = tiny.get_config()
+  with config.unlocked():
+    config.data.crop_size = size
+    config.data.synthetic.update(height=size, width=size, val_size=6)
+    config.localize.update(max_clips=5, batch_size=2, thresholds=THRESHOLDS, seed=1,
+                           held_out_fraction=0.4, deletion_steps=1, curve_clips=1,
+                           num_pictures=1)
+    config.model.gated = True
+  return config
+
+
+def _run(tmp_path_factory, config):
+  model = building.create_model(config)
+  size = config.data.crop_size
+  variables = models.init_variables(model, jax.random.key(0), (1, 8, size, size, 3))
+  workdir = str(tmp_path_factory.mktemp('loc_eval'))
+  return localization_eval.run(config, workdir, variables), config, model, variables, workdir
+
+
+@pytest.fixture(scope='module')
+def compared(tmp_path_factory):
+  """One run on a gated model: its gates are compared besides every other method.
+
+  Gated, so that one compilation covers all methods (a plain model's methods
+  are the same minus the gates, see test_gated_model_adds_its_gates); 48 px,
+  so that layer4 is 1 x 2 x 2 and its map is not constant.
+  """
+  return _run(tmp_path_factory, _config(48))
+
+
+def _check_report(result, workdir):
+  order = result['order']
+  assert set(result['methods']) == set(order) and order[0] == comparison.BASELINE
+  assert sorted(result['held_out_clips'] + result['reported_clips']) == list(range(5))
+  assert len(result['held_out_clips']) == 2                     # round(5 * 0.4)
+  for name, entry in result['methods'].items():
+    assert entry['threshold'] in THRESHOLDS, name
+    assert 0 <= entry['constant_maps'] <= 1
+    assert set(entry['held_out_loc_acc']) == set(THRESHOLDS)
+    summary = entry['summary']
+    assert summary['num_clips'] == 3
+    for key in METRICS:
+      value = summary[key]
+      if key == 'temporal_iou':
+        assert math.isnan(value) or 0 <= value <= 1, (name, key)
+      else:
+        assert 0 <= value <= 1, (name, key, value)
+
+  table = open(os.path.join(workdir, 'loc_eval', 'comparison.md')).read()
+  rows = [line for line in table.splitlines() if line.startswith('| `')]
+  assert [row.split('`')[1] for row in rows] == order
+  assert table.rstrip().endswith(result['verdict'])
+  saved = json.load(open(os.path.join(workdir, 'loc_eval', 'comparison.json')))
+  assert saved['order'] == order and saved['verdict'] == result['verdict']
+  assert saved['methods'][comparison.BASELINE]['threshold'] == \
+      result['methods'][comparison.BASELINE]['threshold']
+  assert [os.path.basename(p) for p in result['files']['pictures']] == \
+      [f'clip_{result["reported_clips"][0]}.png']
+  assert os.path.getsize(result['files']['pictures'][0]) > 1000
+
+
+def test_every_method_is_compared(compared):
+  result, _, model, _, workdir = compared
+  assert result['order'] == list(comparison.method_names(model))
+  assert result['order'] == [
+      'gradcam:layer4', 'gradcam:layer3', 'gradcam:layer2', 'gradcam:layer1', 'gradcam:conv1',
+      'global-local:mean', 'global-local:max', 'global-local:product', 'layercam:mean',
+      'gradcam_pp:mean', 'gate:layer4', 'gate:layer3', 'gate:layer2', 'gate:layer1', 'gate:mean']
+  _check_report(result, workdir)
+  assert result['curve_clips'] == 1
+
+
+def test_verdict_compares_the_best_fusion_with_last_layer_gradcam(compared):
+  result = compared[0]
+  methods = result['methods']
+  best = result['best_global_local']
+  held_out_best = {name: max(methods[name]['held_out_loc_acc'].values())
+                   for name in comparison.GLOBAL_LOCAL}
+  assert held_out_best[best] == max(held_out_best.values())
+  ours, theirs = (methods[name]['summary']['loc_acc@0.5'] for name in (best, comparison.BASELINE))
+  assert f'loc acc@0.5 {ours:.3f} vs {theirs:.3f} ({ours - theirs:+.3f})' in result['verdict']
+
+
+def test_method_maps_are_explain_maps(compared):
+  _, config, model, variables, _ = compared
+  batch = next(loader.eval_batches(config.data, 'eval', config.localize.batch_size))
+  maps, _, target = comparison.method_maps(model, variables, batch['video'])
+  last_layer = explain.explain(model, variables, batch['video'], layers=('layer4',))
+  np.testing.assert_array_equal(target, last_layer.target)
+  assert np.ptp(np.asarray(last_layer.attention)) > 0          # not a constant map
+  np.testing.assert_allclose(maps[comparison.BASELINE], last_layer.attention, atol=1e-6)
+  stages = np.stack([maps[f'gradcam:{name}'] for name in models.stage_layer_names(model)])
+  np.testing.assert_allclose(maps['global-local:max'], explain.aggregate_maps(stages, 'max'))
+
+
+def test_gated_model_adds_its_gates(compared):
+  model = compared[2]
+  plain = comparison.method_names(model.clone(gated=False))
+  assert plain == comparison.method_names(model)[:len(plain)]
+  assert not any(name.startswith('gate') for name in plain)
+  assert comparison.method_names(model.clone(gate_stages=('layer3', 'layer2')))[-3:] == (
+      'gate:layer3', 'gate:layer2', 'gate:mean')

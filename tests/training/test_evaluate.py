@@ -1,0 +1,58 @@
+"""Evaluation metrics on hand-made logits with known answers."""
+import numpy as np
+import pytest
+
+from gla_jax.training import evaluate
+
+
+def test_top_k_ranks_and_ties():
+  logits = np.array([[0, 1, 2, 3, 4, 5, 6],     # label 0 is last: rank 6
+                     [6, 5, 4, 3, 2, 1, 0],     # label 4: four classes before it
+                     [1, 1, 1, 1, 1, 1, 1],     # label 0 ties all: lowest index first
+                     [1, 1, 1, 1, 1, 1, 1],     # label 6 ties all: six classes before it
+                     [0, 0, 9, 0, 0, 9, 0]],    # label 5 ties class 2, which comes first
+                    np.float32)
+  labels = np.array([0, 4, 0, 6, 5])
+  np.testing.assert_array_equal(evaluate.label_rank(logits, labels), [6, 4, 0, 6, 1])
+  np.testing.assert_array_equal(evaluate.top_k_correct(logits, labels, 5),
+                                [False, True, True, False, True])
+  result = evaluate.compute_metrics(logits, labels, np.arange(5), np.ones(5, bool))
+  assert result['clip_accuracy'] == pytest.approx(1 / 5)
+  assert result['clip_top5'] == pytest.approx(3 / 5)
+  # The confusion matrix's prediction is the top-1 class (argmax, first on ties).
+  assert result['clip_confusion'][0, 6] == 1 and result['clip_confusion'][5, 2] == 1
+
+
+def test_video_accuracy_averages_softmax_scores_and_ignores_padding():
+  # Video 7 (label 2): clip A says class 1, clip B says class 2 more strongly.
+  # softmax([0, 5, 4]) = [.005, .727, .268]; softmax([0, 0, 3]) = [.045, .045, .909];
+  # mean = [.025, .386, .588] -> class 2. Video 3 (label 0): one clip, correct.
+  # Video 9 (label 1): two clips saying class 0 -> wrong.
+  # Padding rows: mask False, label 0, video_index -1, logits that would be "correct".
+  logits = np.array([[0, 5, 4], [0, 0, 3], [5, 0, 0], [3, 1, 0], [2, 0, 1],
+                     [9, 0, 0], [9, 0, 0]], np.float32)
+  labels = np.array([2, 2, 0, 1, 1, 0, 0])
+  video_index = np.array([7, 7, 3, 9, 9, -1, -1])
+  mask = np.array([True] * 5 + [False] * 2)
+  accumulator = evaluate.MetricAccumulator(3)
+  # Two batches, video 9's clips split between them.
+  accumulator.add(logits[:4], labels[:4], video_index[:4], mask[:4])
+  accumulator.add(logits[4:], labels[4:], video_index[4:], mask[4:])
+  result = accumulator.result()
+  assert result['num_clips'] == 5 and result['num_videos'] == 3
+  assert result['clip_accuracy'] == pytest.approx(2 / 5)        # rows 1 and 2
+  assert result['video_accuracy'] == pytest.approx(2 / 3)       # videos 7 and 3
+  assert result['video_top5'] == 1.0                            # 3 classes: top-5 is all
+  np.testing.assert_array_equal(result['clip_confusion'], [[1, 0, 0], [2, 0, 0], [0, 1, 1]])
+  np.testing.assert_array_equal(result['video_confusion'], [[1, 0, 0], [1, 0, 0], [0, 0, 1]])
+
+
+def test_metric_input_errors():
+  accumulator = evaluate.MetricAccumulator(3)
+  with pytest.raises(ValueError, match='No evaluation clip'):
+    accumulator.result()
+  accumulator.add(np.zeros((2, 3)), np.array([0, 0]), np.array([4, 4]), np.ones(2, bool))
+  with pytest.raises(ValueError, match='Video 4'):     # the same video with another label
+    accumulator.add(np.zeros((1, 3)), np.array([2]), np.array([4]), np.ones(1, bool))
+  with pytest.raises(ValueError, match='expected 3'):
+    accumulator.add(np.zeros((1, 5)), np.array([0]), np.array([1]), np.ones(1, bool))
