@@ -15,7 +15,6 @@ import jax
 import ml_collections
 
 from gla_jax import models
-from gla_jax import video_explanation
 from gla_jax import weights
 from gla_jax.data import loader
 from gla_jax.data import sources
@@ -77,7 +76,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   clips = gather_clips(config, model, variables)
   result = comparison.compare(config, model, variables, clips, progress=reports.progress)
   comparison_report.write(os.path.join(workdir, comparison_report.OUTPUT_DIR), config, clips,
-                          result, video_explanation.class_names(config))
+                          result, sources.class_names_or_indices(config.data,
+                                                                  int(config.model.num_classes)))
   logging.info('Localization comparison of %d methods on %d clips: %s', len(result['order']),
                result['num_clips'], result['files']['markdown'])
   return result

@@ -5,7 +5,6 @@ Finds the weights (`gla_jax.weights.for_config`), reads the video, computes with
 `outputs.explanation_files`.
 """
 import logging
-from typing import List
 
 import ml_collections
 
@@ -19,18 +18,6 @@ from gla_jax.models import building
 from gla_jax.outputs import explanation_files
 
 _DEFAULT_FPS = 25.0
-
-
-def class_names(config: ml_collections.ConfigDict) -> List[str]:
-  """Class names of the evaluation source, or `class_<k>` where the source cannot be opened."""
-  try:
-    names = list(sources.create_source(config.data, 'eval').class_names)
-  except (OSError, ValueError, ImportError) as error:
-    logging.warning('Class names unavailable (%s); using indices.', error)
-    names = []
-  if len(names) != config.model.num_classes:
-    names = [f'class_{k}' for k in range(config.model.num_classes)]
-  return names
 
 
 def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_path: str,
@@ -87,7 +74,7 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
                     'frame, so clips take consecutive frames.', config.data.frame_stride)
   explanation = long_video.explain_video(model, variables, normalised, config, rule,
                                          weight_by_video_class, region, with_localization)
-  names = class_names(config)
+  names = sources.class_names_or_indices(config.data, int(config.model.num_classes))
 
   out_dir = explanation_files.output_dir(workdir, video_path, with_localization)
   clip_info = explanation_files.write_explanation(out_dir, config, video_path, crops, region,

@@ -1,6 +1,6 @@
 """Independent PyTorch reference of Hara's 3D ResNeXt, for parity tests.
 
-Written from the description in DESIGN.md section 2 and Hara et al.'s
+Written from the description of the backbone in docs/design.md and Hara et al.'s
 `models/resnext.py` (3D-ResNets-PyTorch), not from `gla_jax.models`, so that
 agreement between the two is evidence and not a tautology. Layout is NCDHW, as
 in PyTorch; the Flax model is NDHWC.

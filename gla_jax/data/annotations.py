@@ -1,42 +1,12 @@
 """Localization ground truth on disk: the project's annotation file, and UCF101-24.
 
-The annotation file (JSON) is the one `synthetic.export_video_folder` writes
-and `sources.FolderSource` reads for the 'folder' source:
-
-  {
-    "classes": ["move_left", ...],            # label i is classes[i]
-    "videos": [
-      {"path": "move_left/move_left_000000.avi",   # relative to the folder, '/'
-       "label": 0,                                  # index into classes
-       "num_frames": 16,
-       "height": 112, "width": 112,                 # frame size the boxes refer to
-       "segments": [[start, end_exclusive], ...],   # frames where the action is
-       "boxes": [[x0, y0, x1, y1] or null, ...]}    # one entry per frame
-    ]
-  }
-
-Frames count from 0. Boxes are in pixels with x1/y1 EXCLUSIVE (a box covers
-x0 <= x < x1, y0 <= y < y1; its width is x1 - x0), null where the action is not
-visible. "segments" and "boxes" may be left out for videos with labels only;
-"height" and "width" may be left out, and then boxes are only checked for
-order and non-negativity. Readers ignore keys they do not know (the synthetic
-export adds "split", "fps", "codec", "generator", "index").
-
-UCF101-24 (the 24-class spatio-temporal subset of UCF101) is distributed by
-Singh et al. as `pyannot.pkl` (derived from the corrected `finalAnnots.mat`):
-
-  {video_name: {'numf': number of frames,
-                'label': class index (some releases),
-                'annotations': [{'label': class index,
-                                 'sf': start frame, 'ef': end frame (exclusive),
-                                 'boxes': array [ef - sf, 4] (x, y, w, h)}, ...]}}
-
-with video names like 'Basketball/v_Basketball_g01_c01', 0-based frames
-(frame f is the file '%05d.jpg' % (f + 1)) and MATLAB 1-based pixel
-coordinates (the readers subtract 1). `from_ucf101_24` converts that dict:
-each tube is one actor; the box of a frame is the union (smallest box around
-all) of the tubes present in it, as one box per frame is what the localization
-predicts, and the video's segments are the union of the tubes' frame ranges.
+`load`/`save`/`validate` read, write and check the project's JSON annotation file
+(classes; per video its path, label, frame count, frame size, segments and one
+box per frame, x1/y1 exclusive), which `synthetic.export_video_folder` writes and
+the 'folder' source reads. `from_ucf101_24` converts Singh et al.'s `pyannot.pkl`
+(per video `numf` and tubes with 0-based frames and 1-based MATLAB boxes): the box
+of a frame is the union of the tubes present in it. The formats in full:
+docs/design.md (Data).
 
 References:
   Soomro, Zamir, Shah. "UCF101: A Dataset of 101 Human Actions Classes From

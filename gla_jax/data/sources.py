@@ -12,6 +12,7 @@ import abc
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from absl import logging
 import cv2
 import ml_collections
 import numpy as np
@@ -344,3 +345,15 @@ def create_source(data_config: ml_collections.ConfigDict, split: str) -> Source:
     raise ValueError(f'The {split!r} split of data.source={data_config.source!r} has no '
                      'video; check its size, folder or split names.')
   return source
+
+
+def class_names_or_indices(data_config: ml_collections.ConfigDict, num_classes: int) -> List[str]:
+  """The evaluation source's class names, or `class_<k>` where it cannot be opened or disagrees."""
+  try:
+    names = list(create_source(data_config, 'eval').class_names)
+  except (OSError, ValueError, ImportError) as error:
+    logging.warning('Class names unavailable (%s); using indices.', error)
+    names = []
+  if len(names) != num_classes:
+    names = [f'class_{k}' for k in range(num_classes)]
+  return names

@@ -1,36 +1,12 @@
 """Synthetic action clips with exact ground truth: rendering, the dataset, the video-folder export.
 
-The project's embedded dataset (docs/design.md): `synthetic_scenes` samples a
-clip's parameters, `render` draws them. Ground truth is exact: the box of
-frame t is the tight bounding box of the actor's rendered pixel mask,
-`[x0, y0, x1, y1]` in pixels with x1/y1 EXCLUSIVE, all -1 where the actor is
-absent, and every actor pixel differs from the same clip rendered without the
-actor (`render(params, draw_actor=False)`). Drawing is numpy + cv2 only (about
-2-2.5 ms per 16x112x112 clip on one core at the default difficulty, ~15 ms
-with the hard preset's noise; tests/data/test_synthetic.py prints it).
-
-API:
-  cfg = synthetic_settings.SyntheticConfig.default()  # or DIFFICULTIES['hard'], ...
-  clip = generate_clip(cfg, index, split='train')   # -> Clip
-  clip.video   # uint8 [T, H, W, 3] RGB
-  clip.boxes   # float32 [T, 4] (x0, y0, x1, y1), x1/y1 exclusive, -1 if absent
-  clip.present # bool [T];  clip.segment int32 [2] (start, end_exclusive)
-  clip.label   # int, index into CLASS_NAMES
-  video, boxes, present = render(clip.params, draw_actor=False)
-  long = generate_video(cfg, index, num_frames=256)  # one action in a long video
-  ds = SyntheticDataset(cfg, split='val', size=512)  # ds[i] -> dict(video, label,
-                                                     #   boxes, present, segment)
-  export_video_folder(root, cfg, split='train', size=64)
-
-Exported video folder (`export_video_folder`), one root per split:
-
-  root/<class_name>/<class_name>_<index:06d><container>   (e.g. .avi)
-  root/annotations.json  the format of `annotations`, plus the informative keys
-                         "split", "fps", "codec", "generator" (the
-                         SyntheticConfig fields) and per video "index"
-  root/classInd.txt      UCF101 style: "<label+1> <class_name>" per line
-  root/trainlist01.txt   split 'train': "<class>/<file> <label+1>" per line
-  root/testlist01.txt    split 'val':   "<class>/<file>" per line
+`synthetic_scenes` samples a clip's parameters and `render` draws them (numpy and
+cv2 only, about 2-2.5 ms per 16 x 112 x 112 clip on one core). The box of frame t
+is the tight box of the actor's rendered pixels, `[x0, y0, x1, y1]` with x1/y1
+exclusive, -1 where the actor is absent. `generate_clip(cfg, index, split)` gives a
+`Clip`, `generate_video` one action in a long video, `SyntheticDataset` indexed
+access, and `export_video_folder` a UCF101-style folder with `annotations.json`
+(docs/design.md, the synthetic dataset).
 """
 import dataclasses
 import json

@@ -1,38 +1,12 @@
 """3D convolution used by every layer of the backbone, with a fast CPU path.
 
-`conv3d` is the one entry point; its layout is NDHWC activations and DHWIO
-kernels (the layout of `flax.linen.Conv`), with explicit padding.
-
-Why a second implementation: XLA:CPU runs the convolutions of this network
-slowly. It hands only dense float32 convolutions to its Eigen kernels; grouped
-convolutions (the 3x3x3 of every bottleneck), input-dilated ones (XLA's input
-gradient of a strided convolution) and weight gradients (a convolution over
-the batch axis) take slow generic paths, 10-100x behind PyTorch's CPU kernels
-(`benchmarks/conv_bench.py` measures each layer). The `'fast'` implementation
-rewrites each case into operations XLA:CPU does run fast (matrix products,
-dense convolutions and elementwise loops) and carries its own gradient
-(`jax.custom_vjp`):
-  * forward, grouped with <= 4 channels per group: per tap and input channel
-    one broadcast multiply-add, fused by XLA into one loop per time tap;
-  * forward, grouped with more channels per group: the groups become the batch
-    axis of one batched matrix product per kernel tap;
-  * forward and weight gradient with few input channels (the 7x7x7 stem on
-    RGB): the (kT, kW, Cin) windows stacked into channels, then one matrix
-    product per kH row tap, in cache-sized chunks of output frames;
-  * 1x1x1: one matrix product (after a strided slice for stride 2);
-  * input gradient of a stride-s convolution: the s^3 phase sub-kernels
-    (taps a with a = r mod s) give s^3 stride-1 convolutions of the output
-    gradient, interleaved back (no zero-dilated input, no wasted products);
-  * weight gradient: per kernel tap, the strided tap view of the padded input
-    contracted with the output gradient over batch and positions (per group).
-Elsewhere (GPU, TPU) `'auto'` uses `lax.conv_general_dilated` and XLA's own
-gradients, which cuDNN and the TPU compiler already run well.
-
-The fast path computes in float32 (XLA:CPU has no fast bfloat16 convolution
-or matrix product either), so bfloat16 inputs accumulate in float32; outputs
-and cotangents come back in the input dtypes. Second-order gradients are not
-supported by the fast path (its backward pass is not itself differentiable
-through `custom_vjp` rules beyond first order in a tested way).
+`conv3d` is the one entry point (NDHWC activations, DHWIO kernels, explicit
+padding). On GPU and TPU (`'auto'`) it is `lax.conv_general_dilated` with XLA's
+gradients. XLA:CPU runs grouped, input-dilated and weight-gradient convolutions
+10-100x behind PyTorch, so the `'fast'` implementation rewrites each into
+matrix products, dense convolutions and elementwise loops with its own
+`jax.custom_vjp` gradient (first order only; computes in float32). The cases and
+why: docs/design.md (CPU speed notes); `python -m benchmarks.conv_bench` measures them.
 
 References:
   Dumoulin, Visin. "A guide to convolution arithmetic for deep learning",

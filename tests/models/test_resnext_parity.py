@@ -170,6 +170,6 @@ def test_parameter_counts_match_pytorch(name, num_classes):
 
 
 def test_resnext101_parameter_count_as_published():
-  """DESIGN.md section 2: about 47.7 M parameters (ResNeXt-101, UCF101 head)."""
+  """docs/design.md (the backbone): about 47.7 M parameters (ResNeXt-101, UCF101 head)."""
   _, count = meta_state_shapes('resnext101', 101)
   assert abs(count - 47.7e6) < 0.05e6
