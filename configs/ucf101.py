@@ -1,6 +1,7 @@
 r"""Fine-tune ResNeXt-101 from Hara's Kinetics weights on UCF101 (split 1), Hara's recipe.
 
-From TFDS (`ucf101` prepared in TFDS's data_dir; no download happens here):
+From TFDS (`ucf101/ucf101_1`, the config that keeps the 320x240 frames, prepared in
+TFDS's data_dir as ArrayRecord; no download happens here):
   python main.py --config=configs/ucf101.py --workdir=runs/ucf101 --mode=convert \
       --torch_checkpoint=resnext-101-kinetics.pth --drop_head
   python main.py --config=configs/ucf101.py --workdir=runs/ucf101 --mode=train \
@@ -14,9 +15,11 @@ From the raw videos (UCF-101/<class>/<file>.avi and ucfTrainTestlist/):
 
 Recipe (Hara et al. CVPR 2018, 3D-ResNets-PyTorch): 16 x 112 x 112 clips,
 multi-scale corner crops and flips, the ActivityNet mean subtracted from
-[0, 255] pixels (what the published weights expect), SGD with momentum 0.9 and
-weight decay 1e-3, learning rate 0.1 lowered tenfold as training plateaus
-(here at fixed steps), and only layer4 and the classifier trained
+[0, 255] pixels (what the published weights expect), SGD with momentum 0.9,
+dampening 0.9 and weight decay 1e-3 (his main.py's defaults: a step of lr * g
+under a steady gradient, a tenth of undamped SGD's), learning rate 0.1 lowered
+tenfold as training plateaus (here at fixed steps), and only layer4 and the
+classifier trained
 (`ft_begin_index=4` = `freeze_until='layer3'`). Batch 128 on the accelerators
 of one host; bfloat16 compute. Evaluation: clip accuracy, and video accuracy
 over every non-overlapping clip (Hara's test protocol); published: 90.7 %.
@@ -38,6 +41,7 @@ def get_config(source: str = 'tfds') -> ml_collections.ConfigDict:
 
   data = config.data
   data.source = source
+  data.tfds_name = 'ucf101/ucf101_1'       # split 1, undistorted (ucf101 alone: 256x256 squares)
   data.num_frames = 16
   data.crop_size = 112
   data.workers = 16
@@ -49,6 +53,7 @@ def get_config(source: str = 'tfds') -> ml_collections.ConfigDict:
   train.schedule = 'step'
   train.step_boundaries = (3_000, 4_500)
   train.step_decay = 0.1
+  train.dampening = 0.9                    # Hara's --dampening (the default, stated here)
   train.weight_decay = 1e-3
   train.init_checkpoint = 'converted'      # relative: <workdir>/converted (see the docstring)
   train.drop_head = True

@@ -36,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
       step_boundaries=(),      # for schedule='step': steps where the rate drops
       step_decay=0.1,          # multiplier at each boundary
       momentum=0.9,            # sgd only
+      dampening=0.9,           # sgd only, Hara's: buf = momentum buf + (1 - dampening) (g + wd p),
+                               # the first step undamped (PyTorch); nesterov=True uses 0 (his main.py)
       nesterov=False,          # sgd only
       weight_decay=1e-3,       # sgd: L2 on every parameter (Hara's); adamw: decoupled decay
       seed=0,
@@ -53,7 +55,9 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   config.eval = ml_collections.ConfigDict(dict(
       batch_size=32,
-      max_batches=0,           # 0 = the whole evaluation split
+      max_batches=0,           # 0 = the whole evaluation split; N = at most N * batch_size clips
+                               # of whole videos, round-robin over the classes (seeded by seed)
+      seed=0,                  # which videos an evaluation capped by max_batches reads
       split='eval',            # data split: eval | train; results go to <workdir>/eval_<split>.json
       checkpoint='latest',     # which training checkpoint --mode=eval reads: latest | best
   ))
@@ -82,15 +86,17 @@ def base_config() -> ml_collections.ConfigDict:
       weight_by_video_class=False,  # scale each clip's maps by its probability of the video's
                                # class before stitching (untrimmed videos: empty clips fade)
       thresholds=loc_metrics.DEFAULT_THRESHOLDS,  # box thresholds swept by --mode=loc_eval
-      held_out_fraction=0.5,   # clips that choose each method's threshold; the rest are reported
+      held_out_fraction=0.5,   # videos whose clips choose each method's threshold; the rest are
+                               # reported (each video on one side)
       iou_threshold=0.5,       # a box is correct at IoU >= this
       pointing_tolerance=0.0,  # pointing game: px between the peak and the box (0 = inside)
       deletion_steps=20,       # deletion/insertion curve steps (RISE); 0 skips both AUCs
       curve_clips=16,          # evaluation clips the curves are computed on (they cost a forward
                                # pass per step, method and clip); 0 = all of them
-      max_clips=64,            # evaluation clips of --mode=loc_eval (0 = the whole split)
+      max_clips=64,            # evaluation clips of --mode=loc_eval, whole videos round-robin over
+                               # the classes (seeded by seed); 0 = the whole split
       batch_size=8,            # clips per call in --mode=loc_eval (explanations, curve steps)
-      seed=0,                  # which clips are held out
+      seed=0,                  # loc_eval: which videos are read (max_clips) and held out
       num_pictures=2,          # loc_eval: example panels with ground-truth and predicted boxes
       write_gif=False,         # explain/localize: overlay.gif besides overlay.mp4 (Pillow)
       video_codec='mp4v',      # FourCC of overlay.mp4
@@ -141,7 +147,10 @@ def data_config() -> ml_collections.ConfigDict:
       relative paths are taken in the split's folder; '' = every video of the
       folder (from the annotations if present, else all class sub-folders).
     tfds_name, tfds_train_split, tfds_eval_split, tfds_data_dir: the TFDS
-      dataset, its split names, and its data_dir ('' = TFDS's default).
+      dataset (`name/config[:version]`), its split names, and its data_dir
+      ('' = TFDS's default). `ucf101/ucf101_1` keeps UCF101's 320x240 frames
+      (split 1); `ucf101` alone is TFDS's first config, `ucf101_1_256`, whose
+      videos were resized to 256x256 when prepared (read with a warning).
   """
   return ml_collections.ConfigDict(dict(
       source='synthetic',
@@ -171,7 +180,7 @@ def data_config() -> ml_collections.ConfigDict:
       annotations='',
       train_split_file='',
       eval_split_file='',
-      tfds_name='ucf101',
+      tfds_name='ucf101/ucf101_1',   # undistorted frames, split 1 (not ucf101_1_256's squares)
       tfds_train_split='train',
       tfds_eval_split='test',
       tfds_data_dir='',

@@ -1,7 +1,8 @@
 """`--mode=loc_eval`: every attention method's localization on evaluation clips with ground truth.
 
-Finds the weights, explains `config.localize.max_clips` clips of the
-evaluation split that have ground-truth boxes with every method
+Finds the weights, explains the clips of a seeded subset of whole videos of
+the evaluation split across the classes (at most `config.localize.max_clips`
+clips, `loader.eval_clips`), which have ground-truth boxes, with every method
 (`explain.comparison`), scores them and writes `<workdir>/loc_eval/`
 (`outputs.comparison_report`). Every clip and every method's map stay in
 memory (float32 T x S x S each): 64 clips of 16 x 112 x 112 take about 50 MB
@@ -26,7 +27,10 @@ from gla_jax.outputs import reports
 
 def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
                  variables: Dict[str, Any]) -> Dict[str, Any]:
-  """Explains the first `config.localize.max_clips` clips of `config.eval.split`.
+  """Explains the clips of `config.eval.split`'s subset for `localize.max_clips` (0: all).
+
+  Whole videos round-robin over the classes, chosen with `localize.seed`;
+  padding rows (mask False) are left out.
 
   Returns:
     `comparison.collect_clips`'s output.
@@ -40,12 +44,12 @@ def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     raise ValueError(f'The {split!r} split of config.data.source={config.data.source!r} has no '
                      'ground-truth boxes, so localization cannot be scored: use the synthetic '
                      'source, or a folder with an annotations file (config.data.annotations).')
-  available = len(loader.eval_clips(source, config.data))
-  wanted = min(int(settings.max_clips), available) if settings.max_clips else available
+  max_clips, seed = int(settings.max_clips), int(settings.seed)
+  wanted = len(loader.eval_clips(source, config.data, max_clips=max_clips, seed=seed))
   if wanted < 1:
     raise ValueError(f'The {split!r} split has no clips to evaluate.')
   batch_size = int(settings.batch_size)
-  batches = loader.eval_batches(config.data, split, batch_size)
+  batches = loader.eval_batches(config.data, split, batch_size, max_clips=max_clips, seed=seed)
   try:
     return comparison.collect_clips(model, variables, batches, wanted, batch_size,
                                     config.explain.pooling, config.explain.normalization,

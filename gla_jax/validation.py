@@ -117,6 +117,8 @@ def validate_train(config: ml_collections.ConfigDict) -> None:
   config_checks.number(train_config, 'train', 'learning_rate', minimum=0)
   config_checks.number(train_config, 'train', 'step_decay', above=0)
   config_checks.number(train_config, 'train', 'momentum', minimum=0, maximum=1)
+  config_checks.number(train_config, 'train', 'dampening', minimum=0, maximum=1,
+                       hint="Hara's 0.9; nesterov uses 0")
   config_checks.number(train_config, 'train', 'weight_decay', minimum=0)
   for key in ('nesterov', 'drop_head', 'tensorboard'):
     config_checks.boolean(train_config, 'train', key)
@@ -146,6 +148,8 @@ def validate_eval(config: ml_collections.ConfigDict) -> None:
   config_checks.integer(evaluation, 'eval', 'batch_size', minimum=1)
   config_checks.integer(evaluation, 'eval', 'max_batches', minimum=0,
                         hint='0 = the whole split')
+  config_checks.integer(evaluation, 'eval', 'seed', minimum=0,
+                        hint='which videos an evaluation capped by max_batches reads')
   config_checks.choice(evaluation, 'eval', 'split', sources.SPLITS)
   config_checks.choice(evaluation, 'eval', 'checkpoint', checkpoints.WHICH)
 

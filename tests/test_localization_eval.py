@@ -12,6 +12,8 @@ from gla_jax import explain
 from gla_jax import localization_eval
 from gla_jax import models
 from gla_jax.data import loader
+from gla_jax.data import sources
+from gla_jax.data import video_io
 from gla_jax.explain import comparison
 from gla_jax.models import building
 
@@ -124,3 +126,37 @@ def test_gated_model_adds_its_gates(compared):
   assert not any(name.startswith('gate') for name in plain)
   assert comparison.method_names(model.clone(gate_stages=('layer3', 'layer2')))[-3:] == (
       'gate:layer3', 'gate:layer2', 'gate:mean')
+
+
+def test_gathered_clips_are_the_real_rows_of_whole_videos(monkeypatch):
+  """Video 2 of 6 (2 clips each) fails to load: its rows are padding mid-batch, not clips."""
+  config = tiny.get_config()
+  with config.unlocked():
+    config.data.synthetic.update(num_frames=16, val_size=6)   # clips starting at 0 and 8
+    config.data.max_bad_fraction = 0.2
+    config.localize.update(max_clips=0, batch_size=4, seed=2)
+  real_load = sources.SyntheticSource.load
+
+  def load(self, index, frame_indices):
+    if index == 2:
+      raise video_io.VideoReadError('video 2 is truncated')
+    return real_load(self, index, frame_indices)
+
+  monkeypatch.setattr(sources.SyntheticSource, 'load', load)
+  model = building.create_model(config)
+  variables = models.init_variables(model, jax.random.key(0), (1, 8, 16, 16, 3))
+  clips = localization_eval.gather_clips(config, model, variables)
+  # Batch 2 is [2, 2, 3, 3] with video 2's rows masked: both clips of video 3 are kept.
+  np.testing.assert_array_equal(clips['video_index'], [0, 0, 1, 1, 3, 3, 4, 4, 5, 5])
+  np.testing.assert_array_equal(clips['label'], clips['video_index'] % 8)   # synthetic labels
+  assert np.all(clips['present'].any(axis=1))                 # real clips have ground truth
+  assert len(clips['maps'][comparison.BASELINE]) == 10
+
+  # localize.max_clips = 4: two whole videos of the seeded subset.
+  with config.unlocked():
+    config.localize.max_clips = 4
+  subset = loader.eval_clips(sources.create_source(config.data, 'eval'), config.data,
+                             max_clips=4, seed=2)
+  clips = localization_eval.gather_clips(config, model, variables)
+  np.testing.assert_array_equal(clips['video_index'], [v for v, _ in subset if v != 2])
+  assert len(set(subset[:, 0].tolist())) == 2

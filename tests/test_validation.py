@@ -58,6 +58,7 @@ def test_every_config_is_locked_and_valid(name, variant, tmp_path):
     ('train.freeze_until', 'layer2', ValueError, r'set config.train.init_checkpoint'),
     ('train.warmup_steps', 100, ValueError, r'warmup_steps=100: must be in \[0, num_steps'),
     ('train.max_nonfinite_steps', 0, ValueError, r'max_nonfinite_steps=0: must be >= 1'),
+    ('train.dampening', 1.5, ValueError, r'config.train.dampening=1.5: must be >= 0 and <= 1'),
     ('model.num_classes', None, TypeError, r'config.model.num_classes=None: must be an integer'),
     ('eval.split', 'test', ValueError, r"eval.split 'test'; choose one of \('train', 'eval'\)"),
 ])

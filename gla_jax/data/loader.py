@@ -6,8 +6,9 @@ Batch format (a dict of numpy arrays, the same for every source and split):
   video_index  int32 [B]                index of the source video the clip comes
                                         from (-1 on padding rows), for video-level
                                         accuracy (average the clip scores per video)
-  mask         bool [B]                 False on the padding rows that fill the
-                                        last evaluation batch; always True in training
+  mask         bool [B]                 False on padding rows: those that fill the
+                                        last evaluation batch and an unreadable
+                                        video's (anywhere); always True in training
   boxes        float32 [B, T, 4]        only where the source has ground truth:
                                         (x0, y0, x1, y1), x1/y1 exclusive, in pixels
                                         of the S x S clip after crop, resize and
@@ -299,11 +300,16 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
 
 
 def eval_clips(source: sources.Source, data_config: ml_collections.ConfigDict,
-               health: Optional[bad_data.DataHealth] = None) -> np.ndarray:
-  """Every evaluation clip of `source` in order: int64 [K, 2] (video index, first frame).
+               health: Optional[bad_data.DataHealth] = None, max_clips: int = 0,
+               seed: int = 0) -> np.ndarray:
+  """The evaluation clips of `source`: int64 [K, 2] (video index, first frame).
 
-  A video whose frame count cannot be read has no clip; it goes to `health`
-  (a new one, for its warnings and limit, when None).
+  Videos in index order, each video's clips in time order. With `max_clips`
+  > 0 only the videos of `sampling.eval_video_subset` (whole videos
+  round-robin over the classes, chosen by `seed`, at most `max_clips` clips
+  unless one video has more); 0 = every video. A video whose frame count (or,
+  for a subset, label) cannot be read has no clip; it goes to `health` (a new
+  one, for its warnings and limit, when None).
   """
   clip_frames, stride = int(data_config.num_frames), int(data_config.frame_stride)
   if health is None:
@@ -311,46 +317,55 @@ def eval_clips(source: sources.Source, data_config: ml_collections.ConfigDict,
     health.attach(len(source))
   retries = int(data_config.retries)
 
-  def frame_count(index: int) -> Tuple[int, Tuple[Tuple[int, str, str], ...]]:
+  def frame_count(index: int) -> Tuple[int, int, Tuple[Tuple[int, str, str], ...]]:
     try:
       count = bad_data.read_with_retries(source, index, lambda: source.num_frames(index), retries)
-      return count, ()
+      label = (bad_data.read_with_retries(source, index, lambda: source.label(index), retries)
+               if max_clips else 0)
+      return count, label, ()
     except Exception as error:  # pylint: disable=broad-except
-      return 0, ((index, source.describe(index), bad_data.describe_error(error)),)
+      return 0, 0, ((index, source.describe(index), bad_data.describe_error(error)),)
 
   # Frame counts may need a header read (folder) or a record read (tfds) per
   # video: ask for them in parallel, they are I/O-bound.
   with concurrent.futures.ThreadPoolExecutor(max(1, int(data_config.workers))) as pool:
     counts = list(pool.map(frame_count, range(len(source))))
-  for _, failures in counts:
+  starts = []
+  for count, _, failures in counts:
     health.record(failures, skipped=1)
-  clips = [(index, start) for index, (count, failures) in enumerate(counts) if not failures
-           for start in sampling.eval_clip_starts(count, clip_frames, stride)]
+    starts.append(() if failures else sampling.eval_clip_starts(count, clip_frames, stride))
+  videos = sampling.eval_video_subset([label for _, label, _ in counts],
+                                      [len(s) for s in starts], max_clips, seed)
+  clips = [(int(video), int(start)) for video in videos for start in starts[video]]
   return np.array(clips, np.int64).reshape(-1, 2)
 
 
-def num_eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size: int) -> int:
+def num_eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size: int,
+                     max_clips: int = 0, seed: int = 0) -> int:
   """How many batches `eval_batches` yields (the same on every process)."""
   source = sources.create_source(data_config, split)
-  return math.ceil(len(eval_clips(source, data_config)) / batch_size)
+  return math.ceil(len(eval_clips(source, data_config, max_clips=max_clips, seed=seed))
+                   / batch_size)
 
 
 def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size: int,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
-  """One pass over every evaluation clip of every video of `split`.
+                 process_index: int = 0, process_count: int = 1, max_clips: int = 0,
+                 seed: int = 0) -> Iterator[Batch]:
+  """One pass over the evaluation clips of `split` (`eval_clips`: all, or a subset).
 
   Global batch b holds clips [b * B, (b + 1) * B) of `eval_clips` order
   (videos in order, clips in time order); the last one is padded with
   mask=False rows (zero video, label 0, video_index -1) so every batch has the
   same shape. Every process yields the same number of batches. The clips of an
-  unreadable video are padding rows too (module docstring), so the metrics
-  cover the readable videos.
+  unreadable video are mask=False rows too, wherever they fall, so consumers
+  select rows by `mask` and the metrics cover the readable videos.
 
   Args:
     data_config: the `config.data` section.
     split: 'train' or 'eval'.
     batch_size: GLOBAL batch size.
     process_index, process_count: as in `train_batches`.
+    max_clips, seed: a seeded subset of whole videos (`eval_clips`); 0 = all.
 
   Yields:
     Batches (module docstring) of batch_size / process_count rows.
@@ -363,7 +378,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
   health.attach(len(source))
   policy = health.policy(int(data_config.retries))
   try:
-    clips = eval_clips(source, data_config, health)
+    clips = eval_clips(source, data_config, health, max_clips, seed)
     num_batches = math.ceil(len(clips) / batch_size)
 
     def plans() -> Iterator[List[Tuple[int, List[int], List[int]]]]:

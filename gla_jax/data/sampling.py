@@ -5,10 +5,11 @@ Training: a random window of `num_frames` frames every `frame_stride`
 corner crop per clip (`MultiScaleCornerCrop`) resized to `crop_size`; a
 left-right flip with probability 0.5 (`RandomHorizontalFlip`). Evaluation:
 non-overlapping windows from frame 0, the last loop-padded (`LoopPadding`),
-and the centre square (`CenterCrop`). Pure numpy/cv2 functions of explicit
-arguments; the reasoning behind each choice is in docs/design.md.
+and the centre square (`CenterCrop`); a capped evaluation reads a seeded
+subset of whole videos spread over the classes. Pure numpy/cv2 functions of
+explicit arguments; the reasoning behind each choice is in docs/design.md.
 """
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import cv2
 import ml_collections
@@ -19,6 +20,8 @@ Example = Dict[str, Any]   # What `sources.Source.load` returns.
 # Hara et al.'s preprocessing for their published weights (docs/design.md).
 ACTIVITYNET_MEAN = (114.7748, 107.7354, 99.4750)
 HARA_SCALES = (1.0, 0.841, 0.707, 0.595, 0.5)
+# The SeedSequence word of the evaluation subset (the loader's streams are 0 and 1).
+_EVAL_SUBSET_STREAM = 2
 
 
 def loop_pad(indices: np.ndarray, length: int) -> np.ndarray:
@@ -39,8 +42,51 @@ def train_frame_indices(num_frames: int, clip_frames: int, stride: int,
 
 
 def eval_clip_starts(num_frames: int, clip_frames: int, stride: int) -> np.ndarray:
-  """First frames of the non-overlapping evaluation clips (at least one)."""
-  return np.arange(0, max(num_frames, 1), clip_frames * stride)
+  """First frames of the non-overlapping evaluation clips (at least one).
+
+  Hara's test clips start at `range(1, n_frames, step)` of 1-based frames:
+  0, step, ... below num_frames - 1 here, so no clip starts at the last frame
+  (a one-frame clip loop-padded to a whole one); a one-frame video has one.
+  """
+  return np.arange(0, max(num_frames - 1, 1), clip_frames * stride)
+
+
+def eval_video_subset(labels: Sequence[int], clip_counts: Sequence[int], max_clips: int,
+                      seed: int) -> np.ndarray:
+  """The videos a capped evaluation reads: whole videos, round-robin over the classes.
+
+  Each class's videos in a seeded order; each round takes the next video of
+  every class (the classes in a seeded order too) while its clips fit in
+  `max_clips` (the first video always). So a cap sees every class about
+  equally, not the first classes of a split sorted by class.
+
+  Args:
+    labels: int [V], the class of each video.
+    clip_counts: int [V], its evaluation clips (0: left out, e.g. unreadable).
+    max_clips: the clip budget; 0 = every video.
+    seed: which subset; the same on every process.
+
+  Returns:
+    int64 video indices in increasing order.
+  """
+  labels, clip_counts = np.asarray(labels, np.int64), np.asarray(clip_counts, np.int64)
+  videos = np.flatnonzero(clip_counts > 0)
+  if not max_clips or clip_counts.sum() <= max_clips:
+    return videos
+  rng = np.random.default_rng([seed, _EVAL_SUBSET_STREAM])
+  queues = {int(c): list(rng.permutation(videos[labels[videos] == c]))
+            for c in np.unique(labels[videos])}
+  chosen, total = [], 0
+  while queues:
+    for c in rng.permutation(sorted(queues)):
+      video = queues[int(c)].pop(0)
+      if chosen and total + clip_counts[video] > max_clips:
+        return np.sort(np.array(chosen, np.int64))
+      chosen.append(video)
+      total += clip_counts[video]
+      if not queues[int(c)]:
+        del queues[int(c)]
+  return np.sort(np.array(chosen, np.int64))
 
 
 def eval_frame_indices(num_frames: int, start: int, clip_frames: int, stride: int) -> np.ndarray:

@@ -5,8 +5,9 @@ Three sources (`config.data.source`):
   'folder'     video files `<root>/<class>/<file>` (UCF101/HMDB51 layout, or a
                folder written by `synthetic.export_video_folder`), decoded with
                `gla_jax.data.video_io`; optional UCF101 split files and annotations;
-  'tfds'       a TensorFlow Datasets dataset (`ucf101` by default) read through
-               `tfds.data_source` (random access; needs the ArrayRecord format).
+  'tfds'       a dataset prepared by TensorFlow Datasets (`ucf101/ucf101_1` by
+               default), its ArrayRecord files read without TensorFlow
+               (`gla_jax.data.tfds_prepared`).
 """
 import abc
 import os
@@ -19,7 +20,9 @@ import numpy as np
 
 from gla_jax.data import annotations as annotations_lib
 from gla_jax.data import synthetic
+from gla_jax.data import synthetic_scenes
 from gla_jax.data import synthetic_settings
+from gla_jax.data import tfds_prepared
 from gla_jax.data import video_io
 
 Example = Dict[str, Any]
@@ -61,6 +64,10 @@ class Source(abc.ABC):
     """How messages name video `index` (a file path where there is one)."""
     return f'{type(self).__name__} video {index}'
 
+  def label(self, index: int) -> int:
+    """Class of video `index` (for a class-stratified evaluation subset); here from one frame."""
+    return int(self.load(index, np.zeros(1, np.int64))['label'])
+
 
 class SyntheticSource(Source):
   """Clips of `gla_jax.data.synthetic`, rendered on access ('eval' reads 'val')."""
@@ -82,6 +89,9 @@ class SyntheticSource(Source):
 
   def num_frames(self, index: int) -> int:
     return self.config.num_frames
+
+  def label(self, index: int) -> int:
+    return int(synthetic_scenes.sample_params(self.config, index, self.dataset.split).label)
 
   def load(self, index: int, frame_indices: np.ndarray) -> Example:
     item = self.dataset[index]
@@ -231,6 +241,9 @@ class FolderSource(Source):
   def describe(self, index: int) -> str:
     return self.path(index)
 
+  def label(self, index: int) -> int:
+    return self.labels[index]
+
   def num_frames(self, index: int) -> int:
     annotation = self._annotations.get(self.paths[index])
     if annotation is not None:
@@ -270,65 +283,81 @@ class FolderSource(Source):
     return example
 
 
-class TfdsSource(Source):
-  """A TFDS video dataset read with `tfds.data_source` (random access).
+_WARNED_SQUARE = set()   # The TFDS datasets already warned about (resolved names).
 
-  Frames are kept encoded (`tfds.decode.SkipDecoding`) and only the ones a
+
+class TfdsSource(Source):
+  """A video dataset prepared by TFDS (`ucf101/ucf101_1`), read without TensorFlow.
+
+  `tfds_prepared` reads the prepared ArrayRecord files (random access) in
+  `data_dir`; nothing is downloaded. Frames stay encoded and only the ones a
   clip uses are decoded (cv2.imdecode), so a training clip costs 16 JPEG
-  decodes instead of the whole video's. Random access needs the dataset in
-  ArrayRecord format in `data_dir`; nothing is downloaded.
+  decodes instead of the whole video's. A config whose frames have a fixed
+  square size (`ucf101` alone is `ucf101_1_256`: every 320x240 video resized to
+  256x256 when prepared) is read, with a warning: Hara's recipe and the
+  published weights take undistorted frames.
   """
 
   def __init__(self, data_config: ml_collections.ConfigDict, split: str):
-    # Imported only here: TensorFlow Datasets is heavy and optional.
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     name = data_config.tfds_name
-    split_name = data_config.tfds_train_split if split == 'train' else data_config.tfds_eval_split
-    data_dir = data_config.tfds_data_dir or None
+    split_key = 'tfds_train_split' if split == 'train' else 'tfds_eval_split'
+    split_name = data_config[split_key]
+    data_dir = data_config.tfds_data_dir or tfds_prepared.default_data_dir()
     try:
-      self._data = tfds.data_source(name, split=split_name, data_dir=data_dir, download=False,
-                                    decoders={'video': tfds.decode.SkipDecoding()})
-    except Exception as e:  # TFDS raises many types here; all mean "not usable as is".
-      raise RuntimeError(
-          f'tfds.data_source({name!r}, split={split_name!r}, data_dir={data_dir!r}) failed: '
-          f'{type(e).__name__}: {e}. The dataset must already be prepared in data_dir '
-          '(nothing is downloaded) in the ArrayRecord format that random access needs: '
-          f'`tfds build {name} --data_dir=DIR --file_format=array_record` (UCF101 also '
-          'needs its manual download), or convert an existing TFRecord copy with '
-          '`tfds convert_format`.') from e
-    info = getattr(self._data, 'dataset_info', None) or tfds.builder(name, data_dir=data_dir).info
-    self._name = f'{name}/{split_name}'
-    self.class_names = list(info.features['label'].names)
+      builder_dir, resolved = tfds_prepared.find(name, data_dir)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(
+          f'config.data.tfds_name={name!r}: {e} Prepare it there first (nothing is downloaded '
+          f'here) in the ArrayRecord format that random access needs: `tfds build {name} '
+          f'--data_dir={data_dir} --file_format=array_record` (building needs TensorFlow, '
+          'ffmpeg and importlib_resources, which TFDS 4.9.10 uses but does not install), or set '
+          'config.data.tfds_data_dir to where it is.') from e
+    try:
+      self._split = tfds_prepared.PreparedSplit(builder_dir, split_name)
+    except tfds_prepared.UnknownSplitError as e:
+      raise ValueError(f'config.data.{split_key}={split_name!r} ({resolved}): {e}') from e
+    except ValueError as e:
+      raise ValueError(f'config.data.tfds_name={name!r} ({resolved}): {e}') from e
+    self._name = f'{resolved}/{split_name}'
+    self.class_names = list(self._split.class_names)
     self._frame_counts: Dict[int, int] = {}
+    _, height, width, _ = self._split.video_shape
+    if height is not None and height == width and resolved not in _WARNED_SQUARE:
+      _WARNED_SQUARE.add(resolved)   # Once per dataset: every split and mode opens it.
+      keeping = tfds_prepared.frame_keeping_configs(resolved)
+      logging.warning(
+          'config.data.tfds_name=%r is %s, whose frames were all resized to %dx%d squares when '
+          'it was prepared, squashing videos that are not square (UCF101\'s are 320x240); '
+          'Hara\'s recipe crops undistorted frames, and the published weights were trained on '
+          'them: set config.data.tfds_name to a config that keeps the frames%s.', name,
+          resolved, height, width,
+          ' (' + ' or '.join(repr(c) for c in keeping) + ')' if keeping else '')
 
   def __len__(self) -> int:
-    return len(self._data)
+    return len(self._split)
 
   def num_frames(self, index: int) -> int:
     if index not in self._frame_counts:
-      self._frame_counts[index] = len(self._data[index]['video'])
+      self._frame_counts[index] = len(self._split.example(index)[0])
     return self._frame_counts[index]
+
+  def label(self, index: int) -> int:
+    return self._split.example(index)[1]
 
   def describe(self, index: int) -> str:
     return f'TFDS {self._name} example {index}'
 
   def load(self, index: int, frame_indices: np.ndarray) -> Example:
-    item = self._data[index]
-    encoded = item['video']
+    encoded, label = self._split.example(index)
     self._frame_counts[index] = len(encoded)
-    if isinstance(encoded, np.ndarray) and encoded.dtype == np.uint8 and encoded.ndim == 4:
-      video = encoded[frame_indices]  # A dataset that stores raw frames.
-    else:
-      unique, inverse = np.unique(frame_indices, return_inverse=True)
-      decoded = np.stack([self._decode(encoded[t], index, t) for t in unique])
-      video = decoded[inverse]
-    return dict(video=video, label=int(item['label']))
+    unique, inverse = np.unique(frame_indices, return_inverse=True)
+    decoded = np.stack([self._decode(encoded[t], index, t) for t in unique])
+    return dict(video=decoded[inverse.reshape(-1)], label=label)
 
-  @staticmethod
-  def _decode(data: bytes, index: int, t: int) -> np.ndarray:
+  def _decode(self, data: bytes, index: int, t: int) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-      raise video_io.VideoReadError(f'Frame {t} of TFDS example {index} does not decode as '
+      raise video_io.VideoReadError(f'Frame {t} of {self.describe(index)} does not decode as '
                                     'an image; the dataset files are corrupt: rebuild them.')
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 

@@ -6,7 +6,8 @@ stage, the global-local aggregations of all stages (mean, max, product),
 LayerCAM and Grad-CAM++ of all stages, and a gated model's attention gates.
 They all come from one forward and backward pass per batch, each map exactly
 as `explain.explain` makes it. `compare` chooses each method's box threshold
-on held-out clips and reports the others (Choe et al. 2020), with
+on the clips of held-out videos and reports those of the other videos (Choe
+et al. 2020), with
 deletion/insertion curves (RISE); the protocol is in docs/design.md section 8.
 Writing the table, JSON and pictures is `gla_jax.outputs.comparison_report`.
 
@@ -182,12 +183,13 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
                   batches: Iterable[Mapping[str, Any]], wanted: int, batch_size: int,
                   pooling: str = 'global', normalization: str = 'minmax',
                   progress: Progress = None) -> Dict[str, Any]:
-  """Every method's maps of the first `wanted` clips of `batches`.
+  """Every method's maps of the first `wanted` clips (rows with `mask` True) of `batches`.
 
   Args:
     model, variables: the network and its `{'params', 'batch_stats'}`.
     batches: evaluation batches of `batch_size` clips with 'video', 'mask',
-      'boxes', 'present', 'label', 'video_index' (padding rows last), e.g.
+      'boxes', 'present', 'label', 'video_index' (padding rows, mask False,
+      anywhere: the last batch's and an unreadable video's), e.g.
       `eval_batches` of a split with ground-truth boxes; not closed here.
     wanted: how many clips to take (>= 1).
     batch_size: the clips of each batch.
@@ -206,7 +208,7 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
   try:
     for batch in batches:
       maps, logits, target = method_maps(model, variables, batch['video'], pooling, normalization)
-      rows = min(int(batch['mask'].sum()), wanted - collected)     # padding rows come last
+      rows = np.flatnonzero(np.asarray(batch['mask'], bool))[:wanted - collected]
       probability = np.asarray(jax.nn.softmax(logits, axis=-1))
       target = np.asarray(target)
       pieces = dict(video=batch['video'], boxes=batch['boxes'], present=batch['present'],
@@ -214,8 +216,8 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
                     probability=probability[np.arange(len(target)), target],
                     **{f'map/{name}': value for name, value in maps.items()})
       for key, value in pieces.items():
-        parts.setdefault(key, []).append(np.asarray(value)[:rows])
-      collected += rows
+        parts.setdefault(key, []).append(np.asarray(value)[rows])
+      collected += len(rows)
       bar.update(1)
       if collected >= wanted:
         break
@@ -227,22 +229,33 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
   return clips
 
 
-def split_clips(num_clips: int, held_out_fraction: float, seed: int
+def split_clips(video_index: Sequence[int], held_out_fraction: float, seed: int
                 ) -> Tuple[np.ndarray, np.ndarray]:
-  """Random (held-out, reported) clip indices, each part sorted and non-empty.
+  """Random (held-out, reported) clip indices, split by video; each part sorted and non-empty.
+
+  All clips of a video fall on one side (a threshold chosen on a video's clips
+  is not reported on other clips of the same video): `held_out_fraction` of
+  the videos, chosen with `seed`, are held out.
+
+  Args:
+    video_index: int [N], the video of each clip.
 
   Raises:
-    ValueError: fewer than 2 clips, or a fraction outside (0, 1).
+    ValueError: fewer than 2 videos, or a fraction outside (0, 1).
   """
   if not 0 < held_out_fraction < 1:
     raise ValueError(f'config.localize.held_out_fraction={held_out_fraction}: use a fraction in '
                      '(0, 1); both the held-out and the reported part need clips.')
-  if num_clips < 2:
-    raise ValueError(f'{num_clips} clip(s): the threshold is chosen on held-out clips and '
-                     'reported on others, so at least 2 are needed (config.localize.max_clips).')
-  held = min(max(int(round(num_clips * held_out_fraction)), 1), num_clips - 1)
-  order = np.random.default_rng(seed).permutation(num_clips)
-  return np.sort(order[:held]), np.sort(order[held:])
+  video_index = np.asarray(video_index)
+  videos = np.unique(video_index)
+  if len(videos) < 2:
+    raise ValueError(f'{len(video_index)} clip(s) of {len(videos)} video(s): the threshold is '
+                     'chosen on held-out videos and reported on others, so at least 2 videos '
+                     'are needed: raise config.localize.max_clips (0 = the whole split).')
+  held = min(max(int(round(len(videos) * held_out_fraction)), 1), len(videos) - 1)
+  held_videos = np.random.default_rng(seed).permutation(videos)[:held]
+  in_held = np.isin(video_index, held_videos)
+  return np.flatnonzero(in_held), np.flatnonzero(~in_held)
 
 
 def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
@@ -376,7 +389,7 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
   settings = config.localize
   order = method_names(model)
   num_clips = len(clips['label'])
-  held_out, reported = split_clips(num_clips, float(settings.held_out_fraction),
+  held_out, reported = split_clips(clips['video_index'], float(settings.held_out_fraction),
                                    int(settings.seed))
 
   steps = int(settings.deletion_steps)

@@ -1,7 +1,8 @@
 """Evaluation: clip and video accuracy (top-1, top-5) and confusion matrices.
 
 Every evaluation clip of the split is classified once (Hara et al.'s test
-set-up: non-overlapping 16-frame clips, centre crop; see `gla_jax.data.loader`).
+set-up: non-overlapping 16-frame clips, centre crop; see `gla_jax.data.loader`),
+or those of a seeded subset of whole videos across the classes (`eval.max_batches`).
 
   clip accuracy    each clip on its own, ranked by its logits;
   video accuracy   the softmax scores of a video's clips averaged, then ranked
@@ -12,7 +13,8 @@ that come first in the order "higher score first, lower class index first on
 ties" (the order of a stable descending sort), so top-1 is the argmax and the
 confusion matrices (rows: true class, columns: predicted class) agree with it.
 With fewer than 5 classes top-5 is top-(number of classes), i.e. 1.0.
-Padding rows (`mask` False) of the last batch are ignored.
+Rows are selected by `mask`: padding rows (the last batch's, an unreadable
+video's) are ignored.
 
 The eval step is one `jax.jit` sharded like the training step (batch over
 `'data'`, variables replicated); its outputs are replicated, so every process
@@ -196,7 +198,9 @@ class Evaluator:
   """Evaluates variables on a split; compiled once, called at every evaluation.
 
   Attributes:
-    num_batches: batches one evaluation reads (`eval.max_batches` caps it).
+    num_batches: batches one evaluation reads. `eval.max_batches` N > 0 reads a
+      subset of whole videos round-robin over the classes (`eval.seed`), at
+      most N * batch_size clips (`loader.eval_clips`), the same at every call.
     class_names: the split's class names.
   """
 
@@ -206,8 +210,10 @@ class Evaluator:
     self.batch_size = int(config.eval.batch_size)
     parallel.check_batch_size(self.batch_size, mesh)
     self.class_names = list(sources.create_source(config.data, split).class_names)
-    total = loader.num_eval_batches(config.data, split, self.batch_size)
-    self.num_batches = min(total, int(config.eval.max_batches)) if config.eval.max_batches else total
+    # eval.max_batches caps the clips, taken as whole videos across the classes.
+    self.max_clips = int(config.eval.max_batches) * self.batch_size
+    self.num_batches = loader.num_eval_batches(config.data, split, self.batch_size,
+                                               self.max_clips, int(config.eval.seed))
     replicated = parallel.replicated_sharding(mesh)
     self._step = jax.jit(lambda variables, batch: eval_step(variables, batch, model=model),
                          in_shardings=(replicated, parallel.data_sharding(mesh)),
@@ -220,7 +226,8 @@ class Evaluator:
     accumulator = MetricAccumulator(int(self.config.model.num_classes))
     batches = loader.eval_batches(
         self.config.data, self.split, self.batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), max_clips=self.max_clips,
+        seed=int(self.config.eval.seed))
     bar = reports.progress(total=self.num_batches, desc=f'eval {self.split}',
                              clips_per_item=self.batch_size,
                              enabled=jax.process_index() == 0)

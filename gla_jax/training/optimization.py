@@ -1,13 +1,14 @@
 """The optimizer, its learning-rate schedule and the frozen stages of fine-tuning.
 
 `train.optimizer`: 'sgd' is Hara et al.'s `torch.optim.SGD` (L2 weight decay
-added to the gradient before the momentum, optional Nesterov), 'adamw' is
-`optax.adamw` (decoupled weight decay). The learning rate warms up linearly
-from 0 (Goyal et al.), then follows `train.schedule`: cosine decay to 0
-(SGDR's annealing), steps, or constant. `train.freeze_until` freezes the stem
-and the stages up to one (Hara's `ft_begin_index`): frozen parameters get no
-update, no weight decay and no optimizer state (their BatchNorm statistics
-still move, as under Hara's `model.train()`).
+added to the gradient before a damped momentum, `train.dampening` 0.9 as in his
+main.py, optional Nesterov), 'adamw' is `optax.adamw` (decoupled weight
+decay). The learning rate warms up linearly from 0 (Goyal et al.), then
+follows `train.schedule`: cosine decay to 0 (SGDR's annealing), steps, or
+constant. `train.freeze_until` freezes the stem and the stages up to one
+(Hara's `ft_begin_index`): frozen parameters get no update, no weight decay
+and no optimizer state (their BatchNorm statistics still move, as under
+Hara's `model.train()`).
 
 References:
   Hara, Kataoka, Satoh. "Can Spatiotemporal 3D CNNs Retrace the History of 2D
@@ -16,9 +17,10 @@ References:
   (cosine schedule), ICLR 2017. Goyal et al. "Accurate, Large Minibatch SGD:
   Training ImageNet in 1 Hour" (linear warm-up), 2017.
 """
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -77,14 +79,53 @@ def trainable_labels(params: Any, freeze_until: str) -> Any:
   return labels
 
 
+class DampedMomentumState(NamedTuple):
+  """`damped_momentum`'s state: updates applied so far (a skipped non-finite step is not
+  one) and PyTorch's `momentum_buffer`."""
+  count: jax.Array
+  momentum: Any
+
+
+def damped_momentum(momentum: float, dampening: float,
+                    nesterov: bool = False) -> optax.GradientTransformation:
+  """PyTorch SGD's momentum with dampening (`torch.optim.SGD`), as an optax transformation.
+
+  The first update sets buf = g (undamped, as PyTorch does); later ones
+  buf = momentum * buf + (1 - dampening) * g. The output is buf, or
+  g + momentum * buf with `nesterov`. `optax.trace` is the case dampening = 0.
+  The learning rate is applied after it (`optax.scale_by_learning_rate`).
+  """
+  def init_fn(params):
+    return DampedMomentumState(count=jnp.zeros([], jnp.int32),
+                               momentum=jax.tree.map(jnp.zeros_like, params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    first = state.count == 0
+    buffer = jax.tree.map(
+        lambda b, g: jnp.where(first, g, momentum * b + (1.0 - dampening) * g).astype(b.dtype),
+        state.momentum, updates)
+    if nesterov:
+      updates = jax.tree.map(lambda g, b: g + momentum * b, updates, buffer)
+    else:
+      updates = buffer
+    return updates, DampedMomentumState(count=optax.safe_increment(state.count),
+                                        momentum=buffer)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def create_optimizer(config: ml_collections.ConfigDict, params: Any,
                      learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
   """`train.optimizer` on the trainable leaves; frozen stages excluded.
 
-  'sgd' is Hara's `torch.optim.SGD(lr, momentum, weight_decay, nesterov)`:
-  PyTorch adds `weight_decay * p` to the gradient and then applies momentum
-  (buf = momentum * buf + g; p -= lr * buf); `add_decayed_weights` followed by
-  `optax.sgd` (trace with decay=momentum) is the same update. 'adamw' is
+  'sgd' is Hara's `torch.optim.SGD(lr, momentum, dampening, weight_decay,
+  nesterov)`: PyTorch adds `weight_decay * p` to the gradient, then applies
+  the damped momentum (buf = momentum * buf + (1 - dampening) * g, the first
+  step undamped; p -= lr * buf): `add_decayed_weights`, `damped_momentum`,
+  `scale_by_learning_rate`. As in Hara's main.py (`dampening = 0 if nesterov
+  else opt.dampening`), nesterov uses dampening 0 whatever `train.dampening`
+  says; momentum 0 is plain SGD (PyTorch keeps no buffer then). 'adamw' is
   `optax.adamw` (decoupled weight decay, Loshchilov & Hutter, ICLR 2019) with
   `weight_decay` as its decay; momentum and nesterov do not apply. Frozen
   leaves go to `set_to_zero`: no update, no decay, no optimizer state.
@@ -93,10 +134,12 @@ def create_optimizer(config: ml_collections.ConfigDict, params: Any,
   if train.optimizer == 'adamw':
     update = optax.adamw(learning_rate_fn, weight_decay=float(train.weight_decay))
   else:
+    momentum, nesterov = float(train.momentum), bool(train.nesterov)
+    dampening = 0.0 if nesterov else float(train.dampening)
     update = optax.chain(
         optax.add_decayed_weights(float(train.weight_decay)),
-        optax.sgd(learning_rate_fn, momentum=float(train.momentum) or None,
-                  nesterov=bool(train.nesterov)))
+        *([damped_momentum(momentum, dampening, nesterov)] if momentum else []),
+        optax.scale_by_learning_rate(learning_rate_fn))
   labels = trainable_labels(params, train.freeze_until)
   if FROZEN not in jax.tree.leaves(labels):
     return update

@@ -174,3 +174,50 @@ def test_boxes_follow_the_pixels(tmp_path, annotated_scale):
         pixel_box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
         np.testing.assert_allclose(batch['boxes'][row, t], pixel_box, atol=1.0)
   assert checked > 20
+
+
+def _eval_rows(batches):
+  """(video_index, first frame value, label) of the real rows (mask True) of eval batches."""
+  mask = np.concatenate([b['mask'] for b in batches])
+  video = np.concatenate([b['video'] for b in batches])[mask]
+  return (np.concatenate([b['video_index'] for b in batches])[mask], video[:, :, 0, 0, 0],
+          np.concatenate([b['label'] for b in batches])[mask])
+
+
+def test_eval_subset_is_whole_videos_across_classes_and_padding_is_by_mask(monkeypatch):
+  # 8 classes x 4 videos in class order, 1-3 clips each; video 13 (mid-split) fails to load.
+  source = small_data.ClassSortedSource(unreadable={13})
+  monkeypatch.setattr(sources, 'create_source', lambda config, split: source)
+  config = small_data.config(crop_size=16, max_bad_fraction=0.1, mean=(0.0,) * 3,
+                             std=(1.0,) * 3)
+  every = small_data.ClassSortedSource().clips()                   # video 13's clips too
+  real = source.clips()
+
+  def check(batches, clips):
+    video_index, first_pixel, labels = _eval_rows(batches)
+    np.testing.assert_array_equal(video_index, [video for video, _ in clips])
+    np.testing.assert_array_equal(labels, [video // 4 for video, _ in clips])
+    # Each row's frames are its clip's: grey 16 * video + start + t.
+    np.testing.assert_array_equal(
+        first_pixel, [(16 * video + start + np.arange(8)) % 256 for video, start in clips])
+
+  # The whole split: every real clip once, the unreadable video's rows masked out.
+  whole = list(loader.eval_batches(config, 'eval', batch_size=8))
+  check(whole, real)
+  assert not np.concatenate([b['mask'] for b in whole])[-1]        # padding at the end too
+
+  # A capped evaluation: a seeded subset of whole videos, spread over the classes.
+  subset = loader.eval_clips(source, config, max_clips=16, seed=3)
+  assert len(subset) <= 16
+  chosen = sorted(set(subset[:, 0].tolist()))
+  np.testing.assert_array_equal(subset, [clip for clip in every if clip[0] in chosen])
+  per_class = np.bincount(source.labels[chosen], minlength=8)
+  assert per_class.max() - per_class.min() <= 1 and (per_class > 0).sum() >= 5
+  first_clips = [video for video, _ in every[:16]]
+  assert len(set(source.labels[first_clips])) <= 3                 # what "the first N" saw
+  np.testing.assert_array_equal(loader.eval_clips(source, config, max_clips=16, seed=3), subset)
+  assert not np.array_equal(loader.eval_clips(source, config, max_clips=16, seed=4), subset)
+  batches = list(loader.eval_batches(config, 'eval', 8, max_clips=16, seed=3))
+  assert len(batches) == loader.num_eval_batches(config, 'eval', 8, max_clips=16, seed=3) == \
+      -(-len(subset) // 8)
+  check(batches, [tuple(clip) for clip in subset.tolist() if clip[0] != 13])

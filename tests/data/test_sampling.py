@@ -54,3 +54,42 @@ def test_transform_boxes_by_hand():
   np.testing.assert_allclose(out, [[2, 5, 10, 10], [0, 0, 5, 5], [-1] * 4, [-1] * 4])
   flipped, _ = sampling.transform_boxes(boxes, present, 20, 10, 40, 20, flip=True)
   np.testing.assert_allclose(flipped, [[10, 5, 18, 10], [15, 0, 20, 5], [-1] * 4, [-1] * 4])
+
+
+def _hara_starts(num_frames, step):
+  """0-based starts of Hara's test clips: `range(1, n_frames, step)` of 1-based frames."""
+  return [j - 1 for j in range(1, num_frames, step)] or [0]   # a one-frame video: one clip
+
+
+@pytest.mark.parametrize('num_frames, want', [(17, [0]), (33, [0, 16]), (16, [0]), (1, [0]),
+                                              (5, [0]), (32, [0, 16]), (49, [0, 16, 32])])
+def test_eval_clip_starts_follow_haras_range(num_frames, want):
+  # No clip starts at the last frame: n = 17 has no one-frame clip 16 loop-padded 16 times.
+  np.testing.assert_array_equal(sampling.eval_clip_starts(num_frames, 16, 1), want)
+  assert want == _hara_starts(num_frames, 16)
+  # With a frame stride the step is num_frames * stride (the same rule).
+  np.testing.assert_array_equal(sampling.eval_clip_starts(num_frames, 8, 2), want)
+
+
+def test_eval_video_subset_round_robin_over_classes():
+  # 5 classes in class order (as a folder lists them), 6 videos each, 1-3 clips per video.
+  labels = np.repeat(np.arange(5), 6)
+  clip_counts = 1 + np.arange(30) % 3
+  chosen = sampling.eval_video_subset(labels, clip_counts, max_clips=20, seed=4)
+  np.testing.assert_array_equal(chosen, np.sort(chosen))               # index order
+  assert clip_counts[chosen].sum() <= 20
+  # Round-robin: every class has k or k + 1 of the chosen videos, so all 5 appear.
+  per_class = np.bincount(labels[chosen], minlength=5)
+  assert per_class.min() >= 1 and per_class.max() - per_class.min() <= 1
+  # The next video of the order would not fit (the budget is used, not cut short).
+  assert clip_counts[chosen].sum() > 20 - 3
+  np.testing.assert_array_equal(chosen, sampling.eval_video_subset(labels, clip_counts, 20, 4))
+  assert not np.array_equal(chosen, sampling.eval_video_subset(labels, clip_counts, 20, 5))
+  # 0 or a budget over the split: every video with a clip, in index order.
+  clip_counts[7] = 0                                                    # e.g. unreadable
+  everything = np.delete(np.arange(30), 7)
+  np.testing.assert_array_equal(sampling.eval_video_subset(labels, clip_counts, 0, 4), everything)
+  np.testing.assert_array_equal(sampling.eval_video_subset(labels, clip_counts, 999, 4),
+                                everything)
+  # A video longer than the budget is still taken whole (at least one video).
+  assert len(sampling.eval_video_subset(labels, np.full(30, 10), 4, 0)) == 1

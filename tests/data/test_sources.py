@@ -1,12 +1,15 @@
 """Tests of gla_jax.data.sources: the folder source (split files, classes, annotations) and TFDS."""
+import json
+import logging
 import os
+import shutil
+import subprocess
 import sys
-import types
 
-import cv2
 import numpy as np
 import pytest
 
+from gla_jax import defaults
 from gla_jax.data import loader
 from gla_jax.data import sampling
 from gla_jax.data import sources
@@ -103,86 +106,224 @@ def test_source_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------------
-# TFDS: a stand-in module (no TensorFlow needed), then TFDS's own mock_data.
+# TFDS: small datasets prepared here with TFDS itself (TensorFlow is a test
+# dependency), read as the runtime reads them (requirements.txt: no TensorFlow).
 # ------------------------------------------------------------------------------
 
-
-def _fake_tfds(examples, class_names, fail=False):
-  """A module with the parts of tensorflow_datasets that the source uses."""
-  calls = []
-
-  def data_source(name, split, data_dir, download, decoders):
-    calls.append(dict(name=name, split=split, data_dir=data_dir, download=download))
-    assert set(decoders) == {'video'}
-    if fail:
-      raise FileNotFoundError(f'{name} not prepared in {data_dir}')
-    return examples[split]
-
-  label = types.SimpleNamespace(names=class_names)
-  info = types.SimpleNamespace(features={'label': label})
-  module = types.ModuleType('tensorflow_datasets')
-  module.data_source = data_source
-  module.builder = lambda name, data_dir=None: types.SimpleNamespace(info=info)
-  module.decode = types.SimpleNamespace(SkipDecoding=lambda: 'skip')
-  return module, calls
+# ucf101_1 keeps UCF101's 320x240 frames; here they are 32x24 (same aspect ratio).
+UCF_FRAME_SHAPE = (24, 32, 3)
+UCF_VIDEOS = {'train': [(0, 5), (57, 7), (100, 9)], 'test': [(3, 6), (99, 8)]}  # (label, frames)
+TINY_CLASSES = ['a', 'b', 'c']
 
 
-def test_tfds_source_with_stand_in(monkeypatch):
+def _flat_colour(label, t):
+  """The colour of frame t of the video of `label` (flat frames survive JPEG almost exactly)."""
+  return np.array([20 + (37 * label) % 200, 20 + (53 * t) % 200, 20 + (11 * label + 29 * t) % 200],
+                  np.uint8)
+
+
+def _ucf101_video(label, num_frames, shape=UCF_FRAME_SHAPE):
+  return np.stack([np.broadcast_to(_flat_colour(label, t), shape) for t in range(num_frames)])
+
+
+def _tiny_videos():
   rng = np.random.default_rng(0)
-  videos = {'train': [rng.integers(0, 256, (n, 20, 24, 3), dtype=np.uint8) for n in (10, 6)],
-            'test': [rng.integers(0, 256, (n, 20, 24, 3), dtype=np.uint8) for n in (9, 5)]}
+  return {'train': [rng.integers(0, 256, (n, 20, 24, 3), dtype=np.uint8) for n in (10, 6)],
+          'test': [rng.integers(0, 256, (n, 20, 24, 3), dtype=np.uint8) for n in (9, 5)]}
 
-  def encode(frame):  # PNG: lossless, so the decoded clip is exact
-    return cv2.imencode('.png', cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes()
 
-  examples = {split: [dict(video=[encode(f) for f in v], label=np.int64(i % 3))
-                      for i, v in enumerate(vs)] for split, vs in videos.items()}
-  module, calls = _fake_tfds(examples, ['a', 'b', 'c'])
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', module)
-  config = small_data.config(source='tfds', tfds_data_dir='/data/tfds', num_frames=4, crop_size=20,
-                             mean=(0.0, 0.0, 0.0))
+def _prepare(tfds, data_dir):
+  """Prepares, in ArrayRecord format: ucf101/ucf101_1 and ucf101/ucf101_1_256 with
+  TFDS's own UCF101 builder (its features, labels and configs) on made-up videos,
+  and 'tiny_videos' (PNG frames, classes a, b, c) for exact pixel checks."""
+  from tensorflow_datasets.video import ucf101  # pylint: disable=g-import-not-at-top
+
+  def generate(videos):
+    # TFDS 4.9.10 on Python 3.11 finds a builder's code with importlib_resources,
+    # which it does not install: builders defined here say they have no code path.
+    return dict(code_path=None, __module__=__name__,
+                _split_generators=lambda self, dl_manager: {
+                    split: self._generate_examples(split) for split in videos},
+                _generate_examples=lambda self, split: (
+                    (f'{split}_{i}', example) for i, example in enumerate(videos[split])))
+
+  ucf_videos = {split: [dict(video=_ucf101_video(label, n), label=label) for label, n in entries]
+                for split, entries in UCF_VIDEOS.items()}
+  square = {split: [dict(video=_ucf101_video(label, 3, (256, 256, 3)), label=label)
+                    for label, _ in entries[:2]] for split, entries in UCF_VIDEOS.items()}
+  tiny = {split: [dict(video=v, label=i % 3) for i, v in enumerate(vs)]
+          for split, vs in _tiny_videos().items()}
+  with tfds.core.registered.skip_registration():
+    fake_ucf101 = type('FakeUcf101', (ucf101.Ucf101,), dict(name='ucf101', **generate(ucf_videos)))
+    fake_square = type('FakeUcf101Square', (ucf101.Ucf101,),
+                       dict(name='ucf101', **generate(square)))
+
+    def tiny_info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(dict(
+          video=tfds.features.Video((None, 20, 24, 3), encoding_format='png'),
+          label=tfds.features.ClassLabel(names=TINY_CLASSES))))
+
+    tiny_builder = type('TinyVideos', (tfds.core.GeneratorBasedBuilder,), dict(
+        name='tiny_videos', VERSION=tfds.core.Version('1.0.0'), disable_shuffling=True,
+        _info=tiny_info, **generate(tiny)))
+  for builder in (fake_ucf101(config='ucf101_1', data_dir=data_dir, file_format='array_record'),
+                  fake_square(config='ucf101_1_256', data_dir=data_dir,
+                              file_format='array_record'),
+                  tiny_builder(data_dir=data_dir, file_format='array_record')):
+    builder.download_and_prepare()
+  return data_dir
+
+
+@pytest.fixture(scope='module')
+def tfds_data_dir(tmp_path_factory):
+  pytest.importorskip('tensorflow')
+  tfds = pytest.importorskip('tensorflow_datasets')
+  return _prepare(tfds, str(tmp_path_factory.mktemp('tensorflow_datasets')))
+
+
+def test_tfds_default_name_keeps_the_frames():
+  """`ucf101` alone is TFDS's first config, ucf101_1_256 (frames resized to 256x256 squares);
+  the default names ucf101_1, which keeps the 320x240 frames (TFDS resolves the names)."""
+  pytest.importorskip('tensorflow')
+  tfds = pytest.importorskip('tensorflow_datasets')
+  from configs import ucf101 as ucf101_config  # pylint: disable=g-import-not-at-top
+  squashed = tfds.builder('ucf101')
+  assert squashed.builder_config.name == 'ucf101_1_256'
+  assert squashed.info.features['video'].shape == (None, 256, 256, 3)
+  for name in (defaults.data_config().tfds_name, ucf101_config.get_config('tfds').data.tfds_name):
+    assert name == 'ucf101/ucf101_1'
+    kept = tfds.builder(name)
+    assert kept.builder_config.name == 'ucf101_1' and kept.builder_config.split_number == 1
+    assert kept.info.features['video'].shape == (None, None, None, 3)
+
+
+# Run in a fresh interpreter where TensorFlow cannot be found, as in an environment
+# installed from requirements.txt: `import tensorflow` raises ImportError and
+# importlib.util.find_spec('tensorflow') is None. (sys.modules['tensorflow'] = None
+# would not do: etils takes a 'tensorflow' key in sys.modules for TensorFlow loaded.)
+_READ_WITHOUT_TENSORFLOW = r"""
+import importlib.machinery, importlib.util, json, sys
+
+class PathFinderWithoutTensorFlow(importlib.machinery.PathFinder):
+  @classmethod
+  def find_spec(cls, name, path=None, target=None):
+    if name == 'tensorflow' or name.startswith('tensorflow.'):
+      return None
+    return super().find_spec(name, path, target)
+
+sys.meta_path[:] = [PathFinderWithoutTensorFlow if finder is importlib.machinery.PathFinder
+                    else finder for finder in sys.meta_path]
+try:
+  import tensorflow
+  raise SystemExit('tensorflow imported')
+except ImportError:
+  pass
+import numpy as np
+from gla_jax import defaults
+from gla_jax.data import sources
+
+data_config = defaults.data_config()
+data_config.update(dict(source='tfds', tfds_name=sys.argv[1], tfds_data_dir=sys.argv[2]))
+report = {}
+for split in ('train', 'eval'):
+  source = sources.create_source(data_config, split)
+  videos = []
+  for index in range(len(source)):
+    count = source.num_frames(index)
+    example = source.load(index, np.arange(count))
+    videos.append(dict(num_frames=count, label=example['label'], shape=example['video'].shape,
+                       dtype=str(example['video'].dtype),
+                       colours=example['video'].reshape(count, -1, 3).mean(1).tolist()))
+  report[split] = dict(class_names=source.class_names, videos=videos)
+report['tensorflow_modules'] = [m for m in sys.modules if m.split('.')[0] == 'tensorflow']
+report['tensorflow_found'] = importlib.util.find_spec('tensorflow') is not None
+print('REPORT', json.dumps(report))
+"""
+
+
+def _read_without_tensorflow(name, data_dir):
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  result = subprocess.run([sys.executable, '-c', _READ_WITHOUT_TENSORFLOW, name, data_dir],
+                          cwd=repo, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=repo))
+  assert result.returncode == 0, result.stderr[-6000:]
+  line = [line for line in result.stdout.splitlines() if line.startswith('REPORT ')][-1]
+  return json.loads(line[len('REPORT '):])
+
+
+def test_tfds_source_reads_prepared_ucf101_without_tensorflow(tfds_data_dir):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  report = _read_without_tensorflow('ucf101/ucf101_1', tfds_data_dir)
+  assert report['tensorflow_modules'] == [] and not report['tensorflow_found']
+  names = tfds.builder('ucf101').info.features['label'].names
+  assert len(names) == 101 and names[0] == 'ApplyEyeMakeup'
+  for split, tfds_split in (('train', 'train'), ('eval', 'test')):
+    assert report[split]['class_names'] == names
+    videos = report[split]['videos']
+    # The same examples in the same order as TFDS's own reader (with TensorFlow).
+    reference = tfds.data_source('ucf101/ucf101_1', split=tfds_split, data_dir=tfds_data_dir)
+    assert [v['label'] for v in videos] == [int(example['label']) for example in reference]
+    assert sorted((v['label'], v['num_frames']) for v in videos) == UCF_VIDEOS[tfds_split]
+    for video in videos:
+      # Undistorted: the frames keep their 32x24 size (H, W = 24, 32).
+      assert video['shape'] == [video['num_frames'], *UCF_FRAME_SHAPE] and video['dtype'] == 'uint8'
+      expected = [_flat_colour(video['label'], t) for t in range(video['num_frames'])]
+      np.testing.assert_allclose(video['colours'], expected, atol=3)
+
+
+def test_tfds_source_warns_when_frames_were_resized_to_squares(tfds_data_dir, caplog,
+                                                              monkeypatch):
+  monkeypatch.setattr(sources, '_WARNED_SQUARE', set(), raising=False)   # Warned once a dataset.
+  caplog.set_level(logging.WARNING)
+  config = small_data.config(source='tfds', tfds_name='ucf101', tfds_data_dir=tfds_data_dir)
+  source = sources.create_source(config, 'train')   # `ucf101` alone is ucf101/ucf101_1_256.
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert any('256x256' in message and 'ucf101/ucf101_1_256' in message
+             and "'ucf101/ucf101_1'" in message for message in warnings), warnings
+  assert source.load(0, np.arange(2))['video'].shape == (2, 256, 256, 3)
+  caplog.clear()
+  config = small_data.config(source='tfds', tfds_name='ucf101/ucf101_1',
+                             tfds_data_dir=tfds_data_dir)
+  kept = sources.create_source(config, 'train')
+  assert kept.load(0, np.arange(2))['video'].shape[1:] == UCF_FRAME_SHAPE
+  assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_tfds_source_batches_are_exact(tfds_data_dir):
+  videos = _tiny_videos()
+  config = small_data.config(source='tfds', tfds_name='tiny_videos', tfds_data_dir=tfds_data_dir,
+                             num_frames=4, crop_size=20, mean=(0.0, 0.0, 0.0))
   source = sources.create_source(config, 'train')
-  assert source.class_names == ['a', 'b', 'c'] and len(source) == 2
-  assert calls[-1] == dict(name='ucf101', split='train', data_dir='/data/tfds', download=False)
+  assert source.class_names == TINY_CLASSES and len(source) == 2
+  assert [source.num_frames(i) for i in range(2)] == [10, 6]
   batch = next(loader.train_batches(config, batch_size=4, seed=0))
   assert set(batch) == small_data.KEYS_WITHOUT_BOXES and batch['video'].shape == (4, 4, 20, 20, 3)
   batches = list(loader.eval_batches(config, 'eval', batch_size=4))
-  assert calls[-1]['split'] == 'test'
   video_index = np.concatenate([b['video_index'] for b in batches])
-  np.testing.assert_array_equal(video_index, [0, 0, 0, 1, 1, -1, -1, -1])
+  # Hara's starts range(1, n, 4) (1-based): 9 frames -> 0, 4; 5 frames -> 0. No clip starts
+  # at the last frame (frame 8 of video 0, frame 4 of video 1, loop-padded to 4 frames).
+  np.testing.assert_array_equal(video_index, [0, 0, 1, -1])
   clips = np.concatenate([b['video'] for b in batches])
-  # Clip 2 of video 0 is frame 8 only, loop-padded; centre 20x20 of 20x24 frames.
+  # The centre 20x20 of 20x24 frames (PNG: exact).
   np.testing.assert_array_equal(clips[1], videos['test'][0][4:8, :, 2:22])
-  np.testing.assert_array_equal(clips[2], videos['test'][0][[8, 8, 8, 8], :, 2:22])
-  np.testing.assert_array_equal(clips[4], videos['test'][1][[4, 4, 4, 4], :, 2:22])
-  np.testing.assert_array_equal(np.concatenate([b['label'] for b in batches]),
-                                [0, 0, 0, 1, 1, 0, 0, 0])
+  np.testing.assert_array_equal(clips[2], videos['test'][1][0:4, :, 2:22])
+  np.testing.assert_array_equal(np.concatenate([b['label'] for b in batches]), [0, 0, 1, 0])
 
 
-def test_tfds_source_error_says_how_to_prepare(monkeypatch):
-  module, _ = _fake_tfds({}, ['a'], fail=True)
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', module)
-  with pytest.raises(RuntimeError, match='array_record'):
-    sources.create_source(small_data.config(source='tfds'), 'train')
+def test_tfds_source_errors_say_how_to_prepare(tfds_data_dir, tmp_path):
+  def source(**overrides):
+    return sources.create_source(small_data.config(source='tfds', **overrides), 'train')
 
-
-def test_tfds_source_with_tfds_mock_data():
-  pytest.importorskip('tensorflow')
-  tfds = pytest.importorskip('tensorflow_datasets')
-  config = small_data.config(source='tfds', tfds_data_dir='/nonexistent/tfds', num_frames=16,
-                             crop_size=32)
-  with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
-    source = sources.create_source(config, 'eval')
-    assert len(source) == 3 and len(source.class_names) == 101
-    decoded = tfds.data_source('ucf101', split='test', data_dir='/nonexistent/tfds')
-    batch = next(loader.train_batches(config, batch_size=2, seed=0))
-    assert (set(batch) == small_data.KEYS_WITHOUT_BOXES
-            and batch['video'].shape == (2, 16, 32, 32, 3))
-    batches = list(loader.eval_batches(config, 'eval', batch_size=4))
-  counts = [len(decoded[i]['video']) for i in range(3)]
-  video_index = np.concatenate([b['video_index'] for b in batches])
-  mask = np.concatenate([b['mask'] for b in batches])
-  expected = np.repeat(np.arange(3), [-(-n // 16) for n in counts])
-  np.testing.assert_array_equal(video_index[mask], expected)
-  labels = np.concatenate([b['label'] for b in batches])[mask]
-  np.testing.assert_array_equal(labels, [int(decoded[i]['label']) for i in expected])
+  with pytest.raises(FileNotFoundError, match=r'config.data.tfds_name.*--file_format=array_record'):
+    source(tfds_name='ucf101/ucf101_2', tfds_data_dir=tfds_data_dir)
+  with pytest.raises(ValueError, match=r'config.data.tfds_train_split=.validation.*train'):
+    source(tfds_name='tiny_videos', tfds_data_dir=tfds_data_dir, tfds_train_split='validation')
+  # A copy in TFRecord format (TFDS's default) has no random access.
+  copy = tmp_path / 'tiny_videos'
+  shutil.copytree(os.path.join(tfds_data_dir, 'tiny_videos'), copy)
+  info_path = copy / '1.0.0' / 'dataset_info.json'
+  info = json.loads(info_path.read_text())
+  info['fileFormat'] = 'tfrecord'
+  info_path.write_text(json.dumps(info))
+  with pytest.raises(ValueError, match='convert_format'):
+    source(tfds_name='tiny_videos', tfds_data_dir=str(tmp_path))

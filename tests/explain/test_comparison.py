@@ -11,15 +11,56 @@ METRICS = ('loc_acc@0.5', 'mean_iou', 'temporal_iou', 'pointing_game', 'deletion
 
 
 def test_split_is_seeded_and_both_parts_have_clips():
-  held, reported = comparison.split_clips(10, 0.5, seed=3)
-  again = comparison.split_clips(10, 0.5, seed=3)
+  held, reported = comparison.split_clips(np.arange(10), 0.5, seed=3)
+  again = comparison.split_clips(np.arange(10), 0.5, seed=3)
   np.testing.assert_array_equal(held, again[0])
   assert len(held) == 5 and sorted(np.concatenate([held, reported]).tolist()) == list(range(10))
-  assert [len(part) for part in comparison.split_clips(2, 0.9, seed=0)] == [1, 1]
+  assert [len(part) for part in comparison.split_clips(np.arange(2), 0.9, seed=0)] == [1, 1]
   with pytest.raises(ValueError, match='at least 2'):
-    comparison.split_clips(1, 0.5, seed=0)
+    comparison.split_clips(np.arange(1), 0.5, seed=0)
+  with pytest.raises(ValueError, match='at least 2 videos'):
+    comparison.split_clips(np.array([4, 4, 4]), 0.5, seed=0)
   with pytest.raises(ValueError, match='held_out_fraction'):
-    comparison.split_clips(10, 1.0, seed=0)
+    comparison.split_clips(np.arange(10), 1.0, seed=0)
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_split_keeps_every_video_on_one_side(seed):
+  # 7 videos of 1-4 clips, in the order eval batches give them.
+  video_index = np.array([3, 3, 3, 5, 8, 8, 9, 9, 9, 9, 11, 12, 12, 20])
+  held, reported = comparison.split_clips(video_index, 0.5, seed=seed)
+  assert sorted(np.concatenate([held, reported]).tolist()) == list(range(len(video_index)))
+  assert not set(video_index[held]) & set(video_index[reported])   # no video on both sides
+  assert len(set(video_index[held])) == 4                             # round(7 * 0.5) videos
+  np.testing.assert_array_equal(held, np.sort(held))
+
+
+def test_collect_clips_takes_the_rows_of_the_mask(monkeypatch):
+  """A padding row in the middle (an unreadable video) is left out; real rows after it are kept."""
+
+  def fake_method_maps(model, variables, video, pooling, normalization):
+    del model, variables, pooling, normalization
+    maps = {'gradcam:layer4': video[..., 0]}                  # a row's map names its clip
+    logits = np.stack([np.zeros(len(video)), video[:, 0, 0, 0, 0]], axis=1)
+    return maps, logits, np.ones(len(video), np.int64)
+
+  monkeypatch.setattr(comparison, 'method_maps', fake_method_maps)
+
+  def batch(video_index, mask):
+    video_index, mask = np.array(video_index), np.array(mask)
+    video = np.broadcast_to(video_index[:, None, None, None, None].astype(np.float32),
+                            (len(mask), 2, 3, 3, 3)) * mask[:, None, None, None, None]
+    return dict(video=video, mask=mask, video_index=video_index, label=np.where(mask, 1, 0),
+                boxes=np.full((len(mask), 2, 4), 1.0), present=np.ones((len(mask), 2), bool))
+
+  batches = [batch([0, -1, 2, 2], [True, False, True, True]),   # video 1 unreadable
+             batch([3, 4, -1, -1], [True, True, False, False]),  # the last batch's padding
+             batch([5, 5, 5, 5], [True] * 4)]
+  clips = comparison.collect_clips(None, None, batches, wanted=6, batch_size=4)
+  np.testing.assert_array_equal(clips['video_index'], [0, 2, 2, 3, 4, 5])
+  np.testing.assert_array_equal(clips['label'], [1] * 6)
+  np.testing.assert_array_equal(clips['maps']['gradcam:layer4'][:, 0, 0, 0], [0, 2, 2, 3, 4, 5])
+  assert clips['video'].shape == (6, 2, 3, 3, 3) and clips['boxes'].shape == (6, 2, 4)
 
 
 def test_verdict_from_hand_made_numbers():

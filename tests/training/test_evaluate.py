@@ -1,8 +1,18 @@
-"""Evaluation metrics on hand-made logits with known answers."""
+"""Evaluation metrics on hand-made logits with known answers; the Evaluator on a known source."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import tiny
+from gla_jax import models
+from gla_jax import parallel
+from gla_jax import validation
+from gla_jax.data import loader
+from gla_jax.data import sources
+from gla_jax.models import building
 from gla_jax.training import evaluate
+from tests.data import small_data
 
 
 def test_top_k_ranks_and_ties():
@@ -56,3 +66,72 @@ def test_metric_input_errors():
     accumulator.add(np.zeros((1, 3)), np.array([2]), np.array([4]), np.ones(1, bool))
   with pytest.raises(ValueError, match='expected 3'):
     accumulator.add(np.zeros((1, 5)), np.array([0]), np.array([1]), np.ones(1, bool))
+
+
+@pytest.fixture(scope='module')
+def tiny_evaluation():
+  """The tiny config and a random-init tiny model (its predictions are what they are)."""
+  config = tiny.get_config()
+  with config.unlocked():
+    config.data.max_bad_fraction = 0.1
+  model = building.create_model(config)
+  variables = models.init_variables(model, jax.random.key(0), (1, 8, 16, 16, 3))
+  return config, model, variables
+
+
+def _direct_scores(model, variables, config, clips):
+  """Clip logits of `clips` (video, start) of a ClassSortedSource, built by hand."""
+  frames = np.array([(16 * video + start + np.arange(8)) % 256 for video, start in clips])
+  video = np.broadcast_to(frames[:, :, None, None, None].astype(np.float32), (len(clips), 8, 16,
+                                                                              16, 3))
+  video = (video - np.asarray(config.data.mean, np.float32)) / np.asarray(config.data.std,
+                                                                           np.float32)
+  return np.asarray(model.apply(variables, jnp.asarray(video), train=False), np.float64)
+
+
+def test_evaluator_counts_real_clips_and_caps_with_a_subset_across_classes(
+    monkeypatch, tiny_evaluation):
+  """A video mid-split is unreadable (its rows are masked padding); the cap takes whole videos."""
+  config, model, variables = tiny_evaluation
+  source = small_data.ClassSortedSource(unreadable={13})        # 8 classes x 4 videos, in order
+  monkeypatch.setattr(sources, 'create_source', lambda data_config, split: source)
+  mesh = parallel.make_mesh(None)
+
+  result = evaluate.Evaluator(config, model, mesh)(variables)
+  clips = source.clips()
+  logits = _direct_scores(model, variables, config, clips)
+  labels = np.array([source.labels[video] for video, _ in clips])
+  assert result['num_clips'] == len(clips) and result['num_videos'] == 31
+  np.testing.assert_array_equal(result['clip_confusion'].sum(axis=1), np.bincount(labels))
+  assert result['clip_accuracy'] == pytest.approx(np.mean(logits.argmax(axis=1) == labels))
+  videos = np.array([video for video, _ in clips])
+  probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+  probs /= probs.sum(axis=1, keepdims=True)
+  video_correct = [probs[videos == v].mean(axis=0).argmax() == source.labels[v]
+                   for v in np.unique(videos)]
+  assert result['video_accuracy'] == pytest.approx(np.mean(video_correct))
+
+  # eval.max_batches = 2 of 8 clips: whole videos of every class, not the first 16 clips.
+  with config.unlocked():
+    config.eval.max_batches = 2
+  try:
+    capped = evaluate.Evaluator(config, model, mesh)
+    result = capped(variables)
+  finally:
+    with config.unlocked():
+      config.eval.max_batches = 0
+  subset = [tuple(clip) for clip in loader.eval_clips(source, config.data, max_clips=16,
+                                                      seed=int(config.eval.seed)).tolist()
+            if clip[0] != 13]
+  assert capped.num_batches <= 2 and result['num_clips'] == len(subset)
+  seen = result['clip_confusion'].sum(axis=1)
+  np.testing.assert_array_equal(seen, np.bincount([source.labels[v] for v, _ in subset],
+                                                  minlength=8))
+  assert (seen > 0).sum() >= 5
+
+
+def test_eval_seed_is_validated():
+  config = tiny.get_config()
+  config.eval.seed = -1
+  with pytest.raises(ValueError, match=r'config.eval.seed=-1: must be >= 0'):
+    validation.validate(config, num_devices=4)
