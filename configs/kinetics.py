@@ -47,6 +47,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   train.keep_checkpoints = 3
 
   config.eval.batch_size = 1024
-  config.eval.max_batches = 50             # periodic evaluation on a sample; --mode=eval reads all
+  config.eval.max_batches = 50             # a seeded sample of whole videos across the classes;
+                                           # --mode=eval too: --config.eval.max_batches=0 reads all
   config.lock()
   return config

@@ -6,7 +6,10 @@ clips, `loader.eval_clips`), which have ground-truth boxes, with every method
 (`explain.comparison`), scores them and writes `<workdir>/loc_eval/`
 (`outputs.comparison_report`). Every clip and every method's map stay in
 memory (float32 T x S x S each): 64 clips of 16 x 112 x 112 take about 50 MB
-per method.
+per method. The clip batches are split over this process's devices
+(`parallel.make_local_mesh`); in a multi-host run every process computes the
+whole comparison on its own devices (no collective, so none waits for another)
+and process 0 alone writes the files.
 """
 import logging
 import os
@@ -16,6 +19,7 @@ import jax
 import ml_collections
 
 from gla_jax import models
+from gla_jax import parallel
 from gla_jax import weights
 from gla_jax.data import loader
 from gla_jax.data import sources
@@ -26,11 +30,13 @@ from gla_jax.outputs import reports
 
 
 def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
-                 variables: Dict[str, Any]) -> Dict[str, Any]:
+                 variables: Dict[str, Any], mesh: Optional[jax.sharding.Mesh] = None
+                 ) -> Dict[str, Any]:
   """Explains the clips of `config.eval.split`'s subset for `localize.max_clips` (0: all).
 
   Whole videos round-robin over the classes, chosen with `localize.seed`;
-  padding rows (mask False) are left out.
+  padding rows (mask False) are left out. Each batch is split over `mesh`
+  (default: this process's devices), its rows padded to a multiple of them.
 
   Returns:
     `comparison.collect_clips`'s output.
@@ -49,11 +55,15 @@ def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
   if wanted < 1:
     raise ValueError(f'The {split!r} split has no clips to evaluate.')
   batch_size = int(settings.batch_size)
+  mesh = mesh or parallel.make_local_mesh()
+  variables = parallel.replicate({key: variables[key] for key in ('params', 'batch_stats')},
+                                 mesh)
   batches = loader.eval_batches(config.data, split, batch_size, max_clips=max_clips, seed=seed)
   try:
-    return comparison.collect_clips(model, variables, batches, wanted, batch_size,
-                                    config.explain.pooling, config.explain.normalization,
-                                    progress=reports.progress)
+    return comparison.collect_clips(
+        model, variables, (parallel.shard_local_batch(batch, mesh) for batch in batches),
+        wanted, batch_size, config.explain.pooling, config.explain.normalization,
+        progress=reports.progress)
   finally:
     batches.close()
 
@@ -69,19 +79,28 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
   Returns:
     `comparison.compare`'s result and 'files' (the paths of comparison.json,
-    comparison.md and the pictures). The JSON file holds the same with NaN
-    written as null.
+    comparison.md and the pictures, which process 0 writes). The JSON file
+    holds the same with NaN written as null.
   """
   model = building.create_model(config)
   if variables is None:
     variables = weights.for_config(config, workdir, model).variables
-  # On the device once, not once per call.
-  variables = jax.device_put({key: variables[key] for key in ('params', 'batch_stats')})
-  clips = gather_clips(config, model, variables)
+  mesh = parallel.make_local_mesh()
+  # On the devices once, not once per call.
+  variables = parallel.replicate({key: variables[key] for key in ('params', 'batch_stats')},
+                                 mesh)
+  clips = gather_clips(config, model, variables, mesh)
   result = comparison.compare(config, model, variables, clips, progress=reports.progress)
-  comparison_report.write(os.path.join(workdir, comparison_report.OUTPUT_DIR), config, clips,
-                          result, sources.class_names_or_indices(config.data,
-                                                                  int(config.model.num_classes)))
+  out_dir = os.path.join(workdir, comparison_report.OUTPUT_DIR)
+  if jax.process_index() == 0:
+    comparison_report.write(out_dir, config, clips, result, sources.class_names_or_indices(
+        config.data, int(config.model.num_classes)))
+  else:
+    shown = result['reported_clips'][:max(int(config.localize.num_pictures), 0)]
+    result['files'] = dict(
+        json=os.path.join(out_dir, comparison_report.JSON_FILE),
+        markdown=os.path.join(out_dir, comparison_report.MARKDOWN_FILE),
+        pictures=[os.path.join(out_dir, f'clip_{index}.png') for index in shown])
   logging.info('Localization comparison of %d methods on %d clips: %s', len(result['order']),
                result['num_clips'], result['files']['markdown'])
   return result

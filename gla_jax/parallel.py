@@ -4,7 +4,8 @@ The batch is split over the leading axis across a 1-D mesh with axis `'data'`;
 parameters, optimizer state and BatchNorm statistics are replicated. Under
 `jit` with a globally sharded batch, XLA inserts the gradient all-reduce and
 BatchNorm's batch statistics are already global, so the model code needs no
-`axis_name`. `initialize_distributed` starts a multi-host run.
+`axis_name`. `initialize_distributed` starts a multi-host run; `make_local_mesh`
+is a process's own devices, for work that needs no other process.
 """
 from typing import Any, Optional
 
@@ -41,6 +42,30 @@ def make_mesh(num_devices: Optional[int] = None) -> Mesh:
                        devices=jax.devices()[:num_devices])
 
 
+def make_local_mesh() -> Mesh:
+  """A 1-D `'data'` mesh over this process's own devices.
+
+  Computations on it need no other process: each process of a multi-host run
+  may compute alone on it (loc_eval).
+  """
+  return jax.make_mesh((jax.local_device_count(),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,), devices=jax.local_devices())
+
+
+def any_process(flags: np.ndarray) -> np.ndarray:
+  """bool [N]: `flags` or-ed over every process (all must call it, with the same N).
+
+  How the processes agree on what some of them could not read (unreadable
+  evaluation videos), so that all plan the same batches.
+  """
+  flags = np.asarray(flags, bool)
+  if jax.process_count() == 1:
+    return flags
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  gathered = multihost_utils.process_allgather(flags.astype(np.int32))     # [P, N]
+  return np.asarray(gathered).reshape(jax.process_count(), -1).any(axis=0)
+
+
 def data_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis split over `'data'`."""
   return NamedSharding(mesh, P(DATA_AXIS))
@@ -73,6 +98,21 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     return jax.device_put(batch, sharding)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def shard_local_batch(batch: Any, mesh: Mesh) -> Any:
+  """Places a host batch on a mesh of this process's devices (`make_local_mesh`).
+
+  Rows are padded to a multiple of the device count by repeating the last row,
+  with `mask` False on the added rows (consumers select rows by `mask`).
+  """
+  rows = np.shape(jax.tree.leaves(batch)[0])[0]
+  extra = -rows % mesh.devices.size
+  if extra:
+    batch = {key: np.concatenate([np.asarray(value), np.repeat(np.asarray(value)[-1:], extra, 0)])
+             for key, value in batch.items()}
+    batch['mask'][rows:] = False
+  return jax.device_put(batch, data_sharding(mesh))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

@@ -1,13 +1,15 @@
 """`--mode=explain` and `--mode=localize`: explain (and localize) a video file of any length.
 
 Finds the weights (`gla_jax.weights.for_config`), reads the video, computes with `explain.long_video`
-(sliding clips, stitched maps, localization) and writes with
-`outputs.explanation_files`.
+(sliding clips, stitched maps, localization; the clip batches split over all
+of this process's devices, `parallel.make_local_mesh`: one process explains a
+file, no other joins it) and writes with `outputs.explanation_files`.
 """
 import logging
 
 import ml_collections
 
+from gla_jax import parallel
 from gla_jax import validation
 from gla_jax import weights
 from gla_jax.data import sampling
@@ -73,7 +75,8 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
     logging.warning('config.data.frame_stride=%d is not applied to explanations: maps are per '
                     'frame, so clips take consecutive frames.', config.data.frame_stride)
   explanation = long_video.explain_video(model, variables, normalised, config, rule,
-                                         weight_by_video_class, region, with_localization)
+                                         weight_by_video_class, region, with_localization,
+                                         mesh=parallel.make_local_mesh())
   names = sources.class_names_or_indices(config.data, int(config.model.num_classes))
 
   out_dir = explanation_files.output_dir(workdir, video_path, with_localization)

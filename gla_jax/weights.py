@@ -149,7 +149,9 @@ def load_variables(directory) -> Tuple[Any, Dict[str, Any]]:
         '`--mode=convert`).')
   with open(metadata_path) as f:
     metadata = json.load(f)
-  checkpointer = _checkpointer()
+  # Process-local: a restore otherwise ends in a barrier over every process.
+  checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler(),
+                                  multiprocessing_options=checkpoints.process_local_options())
   try:
     variables = checkpointer.restore(variables_dir)
   finally:

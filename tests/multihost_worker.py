@@ -1,14 +1,25 @@
-"""One process of the multi-host training test (run by tests/test_multihost.py).
+"""One process of the multi-host tests (run by tests/test_multihost.py).
 
-  python -m tests.multihost_worker PROCESS_ID NUM_PROCESSES PORT WORKDIR OUT.npz
+  python -m tests.multihost_worker PROCESS_ID NUM_PROCESSES PORT WORKDIR OUT [MODE]
 
 Joins the other processes with `jax.distributed.initialize` over loopback
-(CPU collectives through gloo), trains configs/tiny.py for a few steps in
-WORKDIR (each process reads its own rows of every global batch), and process
-0 writes the final parameters to OUT.npz. NUM_PROCESSES=1 is the single-process
-reference: it simulates as many CPU devices as the multi-process run has in
-total, so both runs use the same mesh and the same global batches.
+(CPU collectives through gloo) and runs MODE on configs/tiny.py in WORKDIR
+(each process reads its own rows of every global batch):
+  train       (default) trains a few steps; process 0 writes the final
+              parameters to OUT (.npz);
+  main_job    the main job (`jobs.main_job`: train, loc_eval, the demo's long
+              video) with few steps; each process writes its summary to
+              OUT.<process id>.json;
+  unreadable  trains a few steps and evaluates, where evaluation video
+              `UNREADABLE_VIDEO` cannot be read by process `UNREADABLE_ON`
+              only (its frame count raises VideoReadError there); each process
+              writes its final metrics to OUT.<process id>.json.
+NUM_PROCESSES=1 is the single-process reference: it simulates as many CPU
+devices as the multi-process run has in total, so both runs use the same mesh
+and the same global batches.
 """
+import json
+import os
 import sys
 
 import jax
@@ -16,9 +27,40 @@ import numpy as np
 
 TOTAL_DEVICES = 2
 NUM_STEPS = 3
+# Mode 'unreadable': which process cannot read which evaluation video
+# (env GLA_TEST_UNREADABLE_ON, a process id; -1: none).
+UNREADABLE_VIDEO = 0
 
 
-def main(process_id: int, num_processes: int, port: int, workdir: str, out: str) -> None:
+def _tiny_config(**eval_overrides):
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  with config.unlocked():
+    config.train.num_steps = NUM_STEPS
+    config.train.eval_every = 0
+    config.train.checkpoint_every = 0
+    config.eval.max_batches = 1
+    config.eval.update(eval_overrides)
+  return config
+
+
+def _make_unreadable_on(process_id: int) -> None:
+  """Evaluation video UNREADABLE_VIDEO's frame count fails on `process_id` only."""
+  from gla_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from gla_jax.data import video_io  # pylint: disable=g-import-not-at-top
+  if jax.process_index() != process_id:
+    return
+  real_num_frames = sources.SyntheticSource.num_frames
+
+  def num_frames(self, index):
+    if self.dataset.split == 'val' and index == UNREADABLE_VIDEO:
+      raise video_io.VideoReadError(f'video {index} is truncated on process {process_id}')
+    return real_num_frames(self, index)
+  sources.SyntheticSource.num_frames = num_frames
+
+
+def main(process_id: int, num_processes: int, port: int, workdir: str, out: str,
+         mode: str = 'train') -> None:
   jax.config.update('jax_num_cpu_devices', TOTAL_DEVICES // num_processes)
   jax.config.update('jax_disable_most_optimizations', True)    # As every test (conftest.py).
   if num_processes > 1:
@@ -26,15 +68,31 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, out: str)
     jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}',
                                num_processes=num_processes, process_id=process_id,
                                initialization_timeout=120)
-  from configs import tiny  # pylint: disable=g-import-not-at-top
-  from gla_jax.training import loop  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
-  with config.unlocked():
-    config.train.num_steps = NUM_STEPS
-    config.train.eval_every = 0
-    config.train.checkpoint_every = 0
-    config.eval.max_batches = 1
   assert jax.process_count() == num_processes and jax.device_count() == TOTAL_DEVICES
+  from gla_jax.training import loop  # pylint: disable=g-import-not-at-top
+  if mode == 'main_job':
+    from gla_jax import jobs  # pylint: disable=g-import-not-at-top
+    config = _tiny_config()
+    with config.unlocked():
+      config.train.num_steps = 2
+      config.localize.update(max_clips=4, batch_size=2, deletion_steps=1, curve_clips=1,
+                             num_pictures=1, video_codec='MJPG')
+    summary = jobs.main_job(config, workdir)
+    with open(f'{out}.{jax.process_index()}.json', 'w') as f:
+      json.dump(summary, f, default=str)
+    return
+  if mode == 'unreadable':
+    # 9 evaluation videos of one clip each: 2 batches of 8 clips, 1 batch without one.
+    config = _tiny_config(max_batches=0)
+    with config.unlocked():
+      config.data.synthetic.val_size = 9
+      config.data.max_bad_fraction = 0.2
+    _make_unreadable_on(int(os.environ.get('GLA_TEST_UNREADABLE_ON', '-1')))
+    final = loop.train_and_evaluate(config, workdir)
+    with open(f'{out}.{jax.process_index()}.json', 'w') as f:
+      json.dump({key: final[key] for key in final if key.startswith('eval/')}, f)
+    return
+  config = _tiny_config()
   final = loop.train_and_evaluate(config, workdir)
   variables, _ = train_variables(workdir)
   if jax.process_index() == 0:
@@ -49,4 +107,5 @@ def train_variables(workdir: str):
 
 
 if __name__ == '__main__':
-  main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+  main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5],
+       *sys.argv[6:7])

@@ -160,3 +160,32 @@ def test_gathered_clips_are_the_real_rows_of_whole_videos(monkeypatch):
   clips = localization_eval.gather_clips(config, model, variables)
   np.testing.assert_array_equal(clips['video_index'], [v for v, _ in subset if v != 2])
   assert len(set(subset[:, 0].tolist())) == 2
+
+
+def test_clip_batches_are_split_over_the_local_devices(monkeypatch):
+  """loc_eval shards each batch over all local devices (4 here), with the one-device maps."""
+  config = tiny.get_config()
+  with config.unlocked():
+    config.data.synthetic.val_size = 3
+    config.localize.update(max_clips=0, batch_size=2, seed=0)   # 2 rows: padded to 4 devices
+  model = building.create_model(config)
+  variables = models.init_variables(model, jax.random.key(0), (1, 8, 16, 16, 3))
+  real_method_maps = comparison.method_maps
+  devices_seen = []
+
+  def method_maps(model, variables, video, *args):
+    devices_seen.append(len(video.sharding.device_set) if isinstance(video, jax.Array) else 1)
+    return real_method_maps(model, variables, video, *args)
+
+  monkeypatch.setattr(comparison, 'method_maps', method_maps)
+  clips = localization_eval.gather_clips(config, model, variables)
+  assert devices_seen == [jax.local_device_count()] * 2 and jax.local_device_count() == 4
+  # The same maps, clip for clip, as one device computes them on the unpadded batches.
+  np.testing.assert_array_equal(clips['video_index'], [0, 1, 2])
+  for batch, rows in zip(loader.eval_batches(config.data, 'eval', 2), (slice(0, 2), slice(2, 3))):
+    maps, _, target = real_method_maps(model, variables, batch['video'])
+    count = rows.stop - rows.start
+    np.testing.assert_array_equal(clips['target'][rows], np.asarray(target)[:count])
+    for name, value in maps.items():
+      np.testing.assert_allclose(clips['maps'][name][rows], np.asarray(value)[:count],
+                                 atol=1e-5, err_msg=name)

@@ -115,6 +115,29 @@ def test_explain_mode_writes_no_localization(setting):
   assert not any(name.startswith(('localization', 'overlay')) for name in os.listdir(out))
 
 
+def test_clips_are_explained_on_every_local_device(setting, monkeypatch):
+  config, workdir, path = setting
+  calls = []
+  real = explain.attention.make_explainer
+
+  def recording(*args, **kwargs):
+    fn = real(*args, **kwargs)
+
+    def call(variables, video, target):
+      calls.append((variables, video))
+      return fn(variables, video, target)
+    return call
+
+  monkeypatch.setattr(explain.attention, 'make_explainer', recording)
+  video_explanation.explain_video_file(config, workdir, path, max_panels=1,
+                                       with_localization=False)
+  assert jax.local_device_count() == 4 and len(calls) == 1   # 4 clips, one batch of 4
+  variables, video = calls[0]
+  assert len(video.sharding.device_set) == 4                 # a clip per device
+  leaf = jax.tree.leaves(variables)[0]
+  assert len(leaf.sharding.device_set) == 4 and leaf.sharding.is_fully_replicated
+
+
 @pytest.mark.parametrize('key, value, error, message', [
     ('video_score', 'median', ValueError,
      r"config.localize.video_score 'median'; choose one of \('mean', 'max'\)"),

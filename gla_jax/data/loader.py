@@ -299,9 +299,14 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
     runner.close()
 
 
+# How the processes of a multi-host run agree on the videos some could not read:
+# bool [N] (this process's failures) -> bool [N] (anyone's), e.g. parallel.any_process.
+Agree = Callable[[np.ndarray], np.ndarray]
+
+
 def eval_clips(source: sources.Source, data_config: ml_collections.ConfigDict,
                health: Optional[bad_data.DataHealth] = None, max_clips: int = 0,
-               seed: int = 0) -> np.ndarray:
+               seed: int = 0, agree: Optional[Agree] = None) -> np.ndarray:
   """The evaluation clips of `source`: int64 [K, 2] (video index, first frame).
 
   Videos in index order, each video's clips in time order. With `max_clips`
@@ -309,7 +314,9 @@ def eval_clips(source: sources.Source, data_config: ml_collections.ConfigDict,
   round-robin over the classes, chosen by `seed`, at most `max_clips` clips
   unless one video has more); 0 = every video. A video whose frame count (or,
   for a subset, label) cannot be read has no clip; it goes to `health` (a new
-  one, for its warnings and limit, when None).
+  one, for its warnings and limit, when None). With `agree`, a video that any
+  process could not read has no clip on every process, so all processes plan
+  the same clips and batches (every process must call it).
   """
   clip_frames, stride = int(data_config.num_frames), int(data_config.frame_stride)
   if health is None:
@@ -330,6 +337,11 @@ def eval_clips(source: sources.Source, data_config: ml_collections.ConfigDict,
   # video: ask for them in parallel, they are I/O-bound.
   with concurrent.futures.ThreadPoolExecutor(max(1, int(data_config.workers))) as pool:
     counts = list(pool.map(frame_count, range(len(source))))
+  if agree is not None:
+    failed = np.array([bool(failures) for _, _, failures in counts], bool)
+    for index in np.flatnonzero(np.asarray(agree(failed), bool) & ~failed):
+      counts[index] = (0, 0, ((int(index), source.describe(int(index)),
+                               'unreadable on another process'),))
   starts = []
   for count, _, failures in counts:
     health.record(failures, skipped=1)
@@ -341,24 +353,26 @@ def eval_clips(source: sources.Source, data_config: ml_collections.ConfigDict,
 
 
 def num_eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size: int,
-                     max_clips: int = 0, seed: int = 0) -> int:
-  """How many batches `eval_batches` yields (the same on every process)."""
+                     max_clips: int = 0, seed: int = 0, agree: Optional[Agree] = None) -> int:
+  """How many batches `eval_batches` yields (the same on every process given `agree`)."""
   source = sources.create_source(data_config, split)
-  return math.ceil(len(eval_clips(source, data_config, max_clips=max_clips, seed=seed))
-                   / batch_size)
+  return math.ceil(len(eval_clips(source, data_config, max_clips=max_clips, seed=seed,
+                                  agree=agree)) / batch_size)
 
 
 def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size: int,
                  process_index: int = 0, process_count: int = 1, max_clips: int = 0,
-                 seed: int = 0) -> Iterator[Batch]:
+                 seed: int = 0, agree: Optional[Agree] = None) -> Iterator[Batch]:
   """One pass over the evaluation clips of `split` (`eval_clips`: all, or a subset).
 
   Global batch b holds clips [b * B, (b + 1) * B) of `eval_clips` order
   (videos in order, clips in time order); the last one is padded with
   mask=False rows (zero video, label 0, video_index -1) so every batch has the
-  same shape. Every process yields the same number of batches. The clips of an
-  unreadable video are mask=False rows too, wherever they fall, so consumers
-  select rows by `mask` and the metrics cover the readable videos.
+  same shape. Every process yields the same number of batches: with several
+  processes pass `agree`, so a video whose frame count one process cannot
+  read has no clip on any (`eval_clips`). The clips of a video that cannot be
+  decoded are mask=False rows, wherever they fall, so consumers select rows by
+  `mask` and the metrics cover the readable videos.
 
   Args:
     data_config: the `config.data` section.
@@ -366,6 +380,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
     batch_size: GLOBAL batch size.
     process_index, process_count: as in `train_batches`.
     max_clips, seed: a seeded subset of whole videos (`eval_clips`); 0 = all.
+    agree: how the processes agree on unreadable videos (`eval_clips`).
 
   Yields:
     Batches (module docstring) of batch_size / process_count rows.
@@ -378,7 +393,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
   health.attach(len(source))
   policy = health.policy(int(data_config.retries))
   try:
-    clips = eval_clips(source, data_config, health, max_clips, seed)
+    clips = eval_clips(source, data_config, health, max_clips, seed, agree)
     num_batches = math.ceil(len(clips) / batch_size)
 
     def plans() -> Iterator[List[Tuple[int, List[int], List[int]]]]:

@@ -8,12 +8,25 @@ problem and the fix. Frames are RGB (OpenCV decodes to BGR) uint8 [N, H, W, 3].
 Codecs verified on this project's OpenCV build (opencv-python-headless 5.0,
 see tests/test_video_io.py): MJPG/.avi, mp4v/.mp4, XVID/.avi, FFV1/.avi and
 FFV1/.mkv (lossless). H.264 (avc1) has no encoder in that build.
+
+A clip that starts inside a video is read with PyAV (FFmpeg): seek to the
+keyframe at or before its first frame and decode forward (`_read_by_seeking`),
+the same frames as decoding from frame 0 (each is checked by its timestamp),
+without decoding the frames before the keyframe. Where PyAV is missing or
+cannot seek a file exactly, OpenCV decodes from frame 0.
 """
+import collections
 import os
+import threading
 from typing import NamedTuple, Optional
 
 import cv2
 import numpy as np
+
+try:
+  import av  # PyAV: FFmpeg's seeking by timestamp (optional, see read_video).
+except ImportError:  # pragma: no cover - PyAV is a dependency; OpenCV reads without it.
+  av = None
 
 # Magic numbers of still-image formats that FFmpeg would happily "decode" as a
 # one-frame video; a dataset with an image in place of a video is a bug to report.
@@ -127,13 +140,96 @@ def video_info(path: str) -> VideoInfo:
     capture.release()
 
 
+_TIMESTAMP_CACHE_SIZE = 16384   # Videos whose frame timestamps are kept (a few KB each).
+_timestamps_cache: 'collections.OrderedDict' = collections.OrderedDict()
+_timestamps_lock = threading.Lock()   # The loader's worker threads share the cache.
+
+
+def _frame_timestamps(path: str, container, stream) -> Optional[np.ndarray]:
+  """Presentation timestamps of every frame of `stream` in display order, or None.
+
+  From demuxing the packets (no decoding), cached per file (path, size, mtime);
+  None where a packet has no timestamp or two share one (frame k is then not
+  known by its timestamp).
+  """
+  status = os.stat(path)
+  key = (path, status.st_size, status.st_mtime_ns)
+  with _timestamps_lock:
+    if key in _timestamps_cache:
+      _timestamps_cache.move_to_end(key)
+      return _timestamps_cache[key]
+  stamps = []
+  for packet in container.demux(stream):
+    if packet.size == 0:   # The demuxer's end-of-stream flush packet.
+      continue
+    if packet.pts is None:
+      stamps = None
+      break
+    stamps.append(packet.pts)
+  if stamps is not None:
+    stamps = np.sort(np.asarray(stamps, np.int64))
+    if len(stamps) == 0 or np.any(np.diff(stamps) == 0):
+      stamps = None
+  with _timestamps_lock:
+    _timestamps_cache[key] = stamps
+    if len(_timestamps_cache) > _TIMESTAMP_CACHE_SIZE:
+      _timestamps_cache.popitem(last=False)
+  return stamps
+
+
+def _read_by_seeking(path: str, start: int, max_frames: Optional[int]) -> Optional[np.ndarray]:
+  """Frames [start, start + max_frames) by seeking to a keyframe (PyAV), or None.
+
+  Seeks to the keyframe at or before frame `start`'s timestamp, decodes
+  forward, drops the frames before `start` and checks that each kept frame has
+  the timestamp of its index, so the frames are those of a decode from frame 0
+  (OpenCV's FFmpeg backend converts to RGB with the same swscale: the pixels
+  match too, tests/data/test_video_io.py). None, for `read_video` to decode
+  sequentially, where PyAV is missing, cannot open or seek the file, a
+  timestamp does not match, or `start` is past the last frame.
+  """
+  if av is None:
+    return None
+  try:
+    container = av.open(path)
+  except Exception:  # pylint: disable=broad-except  (any FFmpeg error: OpenCV decides)
+    return None
+  try:
+    if not container.streams.video:
+      return None
+    stream = container.streams.video[0]
+    stamps = _frame_timestamps(path, container, stream)
+    if stamps is None or start >= len(stamps):
+      return None
+    stop = len(stamps) if max_frames is None else min(len(stamps), start + max_frames)
+    container.seek(int(stamps[start]), stream=stream, backward=True, any_frame=False)
+    frames = []
+    for frame in container.decode(stream):
+      if frame.pts is None:
+        return None
+      if frame.pts < stamps[start]:
+        continue   # Between the keyframe and the clip.
+      if frame.pts != stamps[start + len(frames)]:
+        return None   # Not the frame a sequential decode gives here.
+      frames.append(frame.to_ndarray(format='rgb24'))
+      if start + len(frames) == stop:
+        break
+    # Short of the timestamps (a truncated file): OpenCV's sequential decode decides.
+    return np.stack(frames) if start + len(frames) == stop else None
+  except Exception:  # pylint: disable=broad-except
+    return None
+  finally:
+    container.close()
+
+
 def read_video(path: str, max_frames: Optional[int] = None, start: int = 0,
                strict: bool = True) -> np.ndarray:
   """Decodes frames [start, start + max_frames) of a video as RGB.
 
-  Decoding is sequential (seeking in OpenCV is not frame-exact for every
-  codec), so frames before `start` are decoded and dropped, and decoding stops
-  after the last requested frame: reading a clip near the start is cheap.
+  With `start` > 0, PyAV seeks to the keyframe at or before `start` and
+  decodes forward (`_read_by_seeking`: the same frames, checked by timestamp);
+  where it cannot, OpenCV decodes sequentially from frame 0 and drops the
+  frames before `start`. Decoding stops after the last requested frame.
 
   Args:
     path: video file.
@@ -158,6 +254,13 @@ def read_video(path: str, max_frames: Optional[int] = None, start: int = 0,
   try:
     header_count = _header_frame_count(capture)
     stop = None if max_frames is None else start + max_frames
+    # OpenCV turns frames by the file's rotation metadata, PyAV does not: no seek there.
+    if start > 0 and not capture.get(cv2.CAP_PROP_ORIENTATION_META):
+      frames = _read_by_seeking(os.fspath(path), start, max_frames)
+      # A seek is exact, yet the header may promise more (strict reading checks it).
+      if frames is not None and (not strict or header_count <= 0 or start + len(frames) >=
+                                 (header_count if stop is None else min(stop, header_count))):
+        return frames
     frames = []
     index = 0
     while stop is None or index < stop:

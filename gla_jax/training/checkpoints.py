@@ -25,6 +25,12 @@ WHICH = ('latest', 'best')
 # ------------------------------------------------------------------------------
 
 
+def process_local_options() -> ocp.options.MultiprocessingOptions:
+  """Orbax options under which this process alone takes part: its barriers are skipped."""
+  return ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                            active_processes={jax.process_index()})
+
+
 def _item_handlers() -> Dict[str, ocp.CheckpointHandler]:
   return {_STATE: ocp.PyTreeCheckpointHandler(), _METADATA: ocp.JsonCheckpointHandler()}
 
@@ -41,7 +47,8 @@ class TrainCheckpointManager:
     keep: how many of the latest steps to keep.
     best_metric: key of the saved metrics that ranks steps (higher is better);
       the best step is kept besides the latest `keep`.
-    read_only: open without creating or deleting anything.
+    read_only: open without creating or deleting anything, and without Orbax's
+      barriers over all processes (any process may read on its own).
   """
 
   def __init__(self, directory, keep: int = 3, best_metric: str = 'video_accuracy',
@@ -62,7 +69,11 @@ class TrainCheckpointManager:
                            keep_checkpoints_without_metrics=False)]),
         create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
         # Orbax warns when read_only overrides a save interval: give none.
-        save_interval_steps=0 if read_only else 1)
+        save_interval_steps=0 if read_only else 1,
+        # A read touches no other process: no barrier, so one process alone may
+        # read (the main job's demo video on process 0 of a multi-host run).
+        multiprocessing_options=(process_local_options() if read_only
+                                 else ocp.options.MultiprocessingOptions()))
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=_item_handlers())
 

@@ -212,8 +212,10 @@ class Evaluator:
     self.class_names = list(sources.create_source(config.data, split).class_names)
     # eval.max_batches caps the clips, taken as whole videos across the classes.
     self.max_clips = int(config.eval.max_batches) * self.batch_size
+    # The processes agree on unreadable videos, so all evaluate the same batches.
     self.num_batches = loader.num_eval_batches(config.data, split, self.batch_size,
-                                               self.max_clips, int(config.eval.seed))
+                                               self.max_clips, int(config.eval.seed),
+                                               agree=parallel.any_process)
     replicated = parallel.replicated_sharding(mesh)
     self._step = jax.jit(lambda variables, batch: eval_step(variables, batch, model=model),
                          in_shardings=(replicated, parallel.data_sharding(mesh)),
@@ -227,7 +229,7 @@ class Evaluator:
     batches = loader.eval_batches(
         self.config.data, self.split, self.batch_size, process_index=jax.process_index(),
         process_count=jax.process_count(), max_clips=self.max_clips,
-        seed=int(self.config.eval.seed))
+        seed=int(self.config.eval.seed), agree=parallel.any_process)
     bar = reports.progress(total=self.num_batches, desc=f'eval {self.split}',
                              clips_per_item=self.batch_size,
                              enabled=jax.process_index() == 0)

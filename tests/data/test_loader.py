@@ -221,3 +221,25 @@ def test_eval_subset_is_whole_videos_across_classes_and_padding_is_by_mask(monke
   assert len(batches) == loader.num_eval_batches(config, 'eval', 8, max_clips=16, seed=3) == \
       -(-len(subset) // 8)
   check(batches, [tuple(clip) for clip in subset.tolist() if clip[0] != 13])
+
+
+def test_eval_clips_leave_out_what_another_process_could_not_read(monkeypatch):
+  """`agree` says video 5 failed elsewhere: no clip of it here either, and it is counted."""
+  source = small_data.ClassSortedSource()
+  monkeypatch.setattr(sources, 'create_source', lambda config, split: source)
+  config = small_data.config(crop_size=16, max_bad_fraction=0.1)
+  every = source.clips()
+  seen = []
+
+  def agree(failed):       # What parallel.any_process returns when another process failed on 5.
+    seen.append(failed.copy())
+    return failed | (np.arange(len(failed)) == 5)
+
+  clips = loader.eval_clips(source, config, max_clips=0, agree=agree)
+  np.testing.assert_array_equal(clips, [clip for clip in every if clip[0] != 5])
+  assert len(seen) == 1 and not seen[0].any() and len(seen[0]) == len(source)
+  batches = list(loader.eval_batches(config, 'eval', 8, agree=agree))
+  assert len(batches) == loader.num_eval_batches(config, 'eval', 8, agree=agree) == \
+      -(-len(clips) // 8)
+  video_index = np.concatenate([b['video_index'][b['mask']] for b in batches])
+  np.testing.assert_array_equal(video_index, clips[:, 0])

@@ -52,6 +52,21 @@ def test_folder_source_reads_the_exported_videos(tmp_path):
   assert set(train) == small_data.KEYS_WITH_BOXES and train['video'].shape == (4, 12, 40, 40, 3)
 
 
+def test_folder_source_load_decodes_the_window_not_the_frames_before_it(tmp_path, monkeypatch):
+  pytest.importorskip('av')
+  from tests.data.test_video_io import _DecodeCounter  # pylint: disable=g-import-not-at-top
+  _, train_root, val_root = _export(tmp_path, size_train=2, size_val=1)
+  config = small_data.config(source='folder', root=train_root, eval_root=val_root,
+                             train_split_file='trainlist01.txt', eval_split_file='testlist01.txt',
+                             num_frames=4, crop_size=40)
+  source = sources.create_source(config, 'train')
+  window = np.arange(8, 12)                         # the last 4 of 12 MJPG frames
+  reference = video_io.read_video(source.path(0))[window]
+  counter = _DecodeCounter(monkeypatch)
+  np.testing.assert_array_equal(source.load(0, window)['video'], reference)
+  assert counter.count == 4, counter.count          # sequential decoding took 12
+
+
 def test_folder_source_split_files_and_class_index(tmp_path):
   _, train_root, _ = _export(tmp_path)
   entries = open(os.path.join(train_root, 'trainlist01.txt')).read().split('\n')[:3]
@@ -308,6 +323,17 @@ def test_tfds_source_batches_are_exact(tfds_data_dir):
   np.testing.assert_array_equal(clips[1], videos['test'][0][4:8, :, 2:22])
   np.testing.assert_array_equal(clips[2], videos['test'][1][0:4, :, 2:22])
   np.testing.assert_array_equal(np.concatenate([b['label'] for b in batches]), [0, 0, 1, 0])
+
+
+def test_tfds_source_counts_frames_without_decoding_them(tfds_data_dir, monkeypatch):
+  config = small_data.config(source='tfds', tfds_name='tiny_videos', tfds_data_dir=tfds_data_dir)
+  source = sources.create_source(config, 'train')
+
+  def no_decoding(*args, **kwargs):
+    raise AssertionError('a frame was decoded to count the frames')
+
+  monkeypatch.setattr(sources.cv2, 'imdecode', no_decoding)
+  assert [source.num_frames(i) for i in range(2)] == [10, 6]   # the encoded frames
 
 
 def test_tfds_source_errors_say_how_to_prepare(tfds_data_dir, tmp_path):

@@ -136,3 +136,135 @@ def test_write_errors(tmp_path):
   # The parent folder is created.
   video_io.write_video(str(tmp_path / 'new' / 'dir' / 'a.avi'), frames)
   assert video_io.video_info(str(tmp_path / 'new' / 'dir' / 'a.avi')).num_frames == 2
+
+
+# ------------------------------------------------------------------------------
+# Seeking (read_video with start > 0): the frames of a full sequential decode,
+# decoding from the keyframe at or before `start` instead of from frame 0.
+# ------------------------------------------------------------------------------
+
+SEEK_FRAMES, SEEK_GOP = 60, 12
+
+
+def _moving_frames(num_frames=SEEK_FRAMES, height=48, width=64):
+  """Smoothly moving gradients: inter-coded codecs predict them, so P/B frames exist."""
+  y, x = np.mgrid[:height, :width]
+  return np.stack([((np.stack([x + 3 * t, y + 2 * t, x + y - t], -1) * 1.7) % 256).astype(
+      np.uint8) for t in range(num_frames)])
+
+
+def _write_h264(path, frames):
+  """H.264 with B-frames and a keyframe every SEEK_GOP frames, written by PyAV (libx264)."""
+  av = pytest.importorskip('av')
+  if 'libx264' not in av.codecs_available:
+    pytest.skip('this PyAV build has no libx264 encoder')
+  with av.open(path, 'w') as container:
+    stream = container.add_stream('libx264', rate=25)
+    stream.width, stream.height = frames.shape[2], frames.shape[1]
+    stream.pix_fmt, stream.gop_size = 'yuv420p', SEEK_GOP
+    for frame in frames:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
+    container.mux(stream.encode())
+
+
+def _sequential_decode(path):
+  """Every frame by plain sequential OpenCV decoding (the reference), RGB."""
+  capture, frames = cv2.VideoCapture(path), []
+  while True:
+    ok, frame = capture.read()
+    if not ok:
+      break
+    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+  capture.release()
+  return np.stack(frames)
+
+
+SEEK_CODECS = [('MJPG', '.avi'), ('mp4v', '.mp4'), ('XVID', '.avi'), ('FFV1', '.mkv'),
+               ('FFV1', '.avi'), ('h264', '.mp4')]
+
+
+def _seek_video(tmp_path, codec, container):
+  path = str(tmp_path / f'seek_{codec}{container}')
+  if codec == 'h264':
+    _write_h264(path, _moving_frames())
+  else:
+    video_io.write_video(path, _moving_frames(), fps=25.0, codec=codec)
+  return path
+
+
+class _DecodeCounter:
+  """Counts the frames decoded by OpenCV (grab/read) and by PyAV (container.decode)."""
+
+  def __init__(self, monkeypatch):
+    self.count = 0
+    counter = self
+
+    real_capture = cv2.VideoCapture
+
+    class CountingCapture:
+      # A wrapper, not a subclass: cv2.VideoCapture subclasses crash at exit.
+      def __init__(self, *args):
+        self._inner = real_capture(*args)
+
+      def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+      def grab(self):
+        ok = self._inner.grab()
+        counter.count += bool(ok)
+        return ok
+
+      def read(self, *args):
+        ok, frame = self._inner.read(*args)
+        counter.count += bool(ok)
+        return ok, frame
+
+    monkeypatch.setattr(cv2, 'VideoCapture', CountingCapture)
+    try:
+      import av  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      return
+    real_open = av.open
+
+    class CountingContainer:
+      def __init__(self, inner):
+        self._inner = inner
+
+      def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+      def decode(self, *args, **kwargs):
+        for frame in self._inner.decode(*args, **kwargs):
+          counter.count += 1
+          yield frame
+
+    monkeypatch.setattr(av, 'open', lambda *a, **k: CountingContainer(real_open(*a, **k)))
+
+
+@pytest.mark.parametrize('codec,container', SEEK_CODECS)
+def test_read_from_start_is_frame_exact(tmp_path, codec, container):
+  path = _seek_video(tmp_path, codec, container)
+  reference = _sequential_decode(path)
+  assert len(reference) == SEEK_FRAMES
+  # 0, just after 0, a keyframe, past a keyframe, mid, the last frames.
+  for start in (0, 1, SEEK_GOP - 1, SEEK_GOP, SEEK_GOP + 1, 29, 37, SEEK_FRAMES - 16,
+                SEEK_FRAMES - 2, SEEK_FRAMES - 1):
+    for max_frames in (1, 16, None):
+      got = video_io.read_video(path, max_frames=max_frames, start=start)
+      stop = None if max_frames is None else start + max_frames
+      np.testing.assert_array_equal(got, reference[start:stop], err_msg=f'start={start}')
+  with pytest.raises(video_io.VideoReadError, match='range'):
+    video_io.read_video(path, start=SEEK_FRAMES)
+
+
+@pytest.mark.parametrize('codec,container', SEEK_CODECS)
+def test_read_from_start_decodes_from_the_keyframe_not_frame_0(tmp_path, codec, container,
+                                                                monkeypatch):
+  pytest.importorskip('av')
+  path = _seek_video(tmp_path, codec, container)
+  counter = _DecodeCounter(monkeypatch)
+  clip = video_io.read_video(path, max_frames=16, start=40)
+  assert len(clip) == 16
+  # From the keyframe at or before frame 40 (a GOP of SEEK_GOP at most for the inter
+  # codecs, 1 for the intra-only ones); sequential decoding took 56.
+  assert counter.count <= 16 + SEEK_GOP, counter.count

@@ -23,3 +23,83 @@ def test_clip_weights_scale_each_clip_before_stitching():
   np.testing.assert_allclose(plain, [1, 1, 2, 2, 3, 3])
   weighted = long_video.stitch_maps(result, [0, 2], 6, np.array([1.0, 0.1]))['attention'][:, 0, 0]
   np.testing.assert_allclose(weighted, [1, 1, 0.65, 0.65, 0.3, 0.3], rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------
+# Placement: the variables go to the device(s) once per video, clips over all devices.
+# ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def tiny_model_and_clips():
+  """(config, model, numpy variables as a checkpoint loads them, 5 normalised clips)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from gla_jax.models import building  # pylint: disable=g-import-not-at-top
+  from gla_jax import models  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  model = building.create_model(config)
+  size = int(config.data.crop_size)
+  frames = int(config.data.num_frames)
+  variables = models.init_variables(model, jax.random.key(0), (1, frames, size, size, 3))
+  variables = jax.tree.map(np.asarray, variables)   # what weights.load_variables returns
+  clips = np.random.default_rng(0).normal(size=(5, frames, size, size, 3)).astype(np.float32)
+  return config, model, variables, clips
+
+
+def _record_explainer_calls(monkeypatch):
+  """Wraps `attention.make_explainer`; returns the list of (variables, video) of each call."""
+  from gla_jax.explain import attention  # pylint: disable=g-import-not-at-top
+  calls = []
+  real = attention.make_explainer
+
+  def recording(*args, **kwargs):
+    fn = real(*args, **kwargs)
+
+    def call(variables, video, target):
+      calls.append((variables, video))
+      return fn(variables, video, target)
+    return call
+
+  monkeypatch.setattr(attention, 'make_explainer', recording)
+  return calls
+
+
+def test_variables_go_to_the_device_once_per_video(tiny_model_and_clips, monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  config, model, variables, clips = tiny_model_and_clips
+  calls = _record_explainer_calls(monkeypatch)
+  with config.unlocked():
+    config.explain.batch_size = 2          # 5 clips: 3 batches
+  long_video.explain_clips(model, variables, clips, config.explain)
+  assert len(calls) == 3
+  leaves = [jax.tree.leaves(variables_) for variables_, _ in calls]
+  # Already device arrays (not numpy, copied from the host at every call) ...
+  assert all(isinstance(leaf, jax.Array) for leaf in leaves[0]), type(leaves[0][0])
+  # ... and the same arrays for every batch: one transfer per video.
+  for later in leaves[1:]:
+    assert all(a is b for a, b in zip(leaves[0], later))
+
+
+def test_clips_are_sharded_over_devices_with_the_one_device_maps(tiny_model_and_clips,
+                                                                  monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
+  config, model, variables, clips = tiny_model_and_clips
+  assert jax.local_device_count() == 4     # tests/conftest.py
+  with config.unlocked():
+    config.explain.batch_size = 3          # not a multiple of 4: rounded up to 4
+  one_device = long_video.explain_clips(model, variables, clips, config.explain)
+  calls = _record_explainer_calls(monkeypatch)
+  mesh = Mesh(np.asarray(jax.local_devices()), ('data',))
+  sharded = long_video.explain_clips(model, variables, clips, config.explain, mesh=mesh)
+  assert len(calls) == 2                   # 5 clips in batches of 4
+  for variables_, video in calls:
+    assert video.shape[0] == 4 and len(video.sharding.device_set) == 4
+    assert video.sharding.shard_shape(video.shape)[0] == 1
+    leaf = jax.tree.leaves(variables_)[0]
+    assert len(leaf.sharding.device_set) == 4 and leaf.sharding.is_fully_replicated
+  assert sorted(sharded) == sorted(one_device)
+  for key in one_device:
+    assert sharded[key].shape == one_device[key].shape, key
+    np.testing.assert_allclose(sharded[key], one_device[key], atol=1e-5, err_msg=key)
