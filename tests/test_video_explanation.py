@@ -16,6 +16,7 @@ from gla_jax.data import synthetic
 from gla_jax.data import synthetic_settings
 from gla_jax.data import video_io
 from gla_jax.models import building
+from tests.explain import test_long_video
 
 NUM_FRAMES = 20              # 8-frame clips every 4 frames start at 0, 4, 8, 12
 HEIGHT, WIDTH = 40, 48       # not square: the model sees the centre 40 x 40, resized to 32
@@ -117,18 +118,7 @@ def test_explain_mode_writes_no_localization(setting):
 
 def test_clips_are_explained_on_every_local_device(setting, monkeypatch):
   config, workdir, path = setting
-  calls = []
-  real = explain.attention.make_explainer
-
-  def recording(*args, **kwargs):
-    fn = real(*args, **kwargs)
-
-    def call(variables, video, target):
-      calls.append((variables, video))
-      return fn(variables, video, target)
-    return call
-
-  monkeypatch.setattr(explain.attention, 'make_explainer', recording)
+  calls = test_long_video.record_explainer_calls(monkeypatch)
   video_explanation.explain_video_file(config, workdir, path, max_panels=1,
                                        with_localization=False)
   assert jax.local_device_count() == 4 and len(calls) == 1   # 4 clips, one batch of 4

@@ -47,7 +47,7 @@ def tiny_model_and_clips():
   return config, model, variables, clips
 
 
-def _record_explainer_calls(monkeypatch):
+def record_explainer_calls(monkeypatch):
   """Wraps `attention.make_explainer`; returns the list of (variables, video) of each call."""
   from gla_jax.explain import attention  # pylint: disable=g-import-not-at-top
   calls = []
@@ -68,7 +68,7 @@ def _record_explainer_calls(monkeypatch):
 def test_variables_go_to_the_device_once_per_video(tiny_model_and_clips, monkeypatch):
   import jax  # pylint: disable=g-import-not-at-top
   config, model, variables, clips = tiny_model_and_clips
-  calls = _record_explainer_calls(monkeypatch)
+  calls = record_explainer_calls(monkeypatch)
   with config.unlocked():
     config.explain.batch_size = 2          # 5 clips: 3 batches
   long_video.explain_clips(model, variables, clips, config.explain)
@@ -90,7 +90,7 @@ def test_clips_are_sharded_over_devices_with_the_one_device_maps(tiny_model_and_
   with config.unlocked():
     config.explain.batch_size = 3          # not a multiple of 4: rounded up to 4
   one_device = long_video.explain_clips(model, variables, clips, config.explain)
-  calls = _record_explainer_calls(monkeypatch)
+  calls = record_explainer_calls(monkeypatch)
   mesh = Mesh(np.asarray(jax.local_devices()), ('data',))
   sharded = long_video.explain_clips(model, variables, clips, config.explain, mesh=mesh)
   assert len(calls) == 2                   # 5 clips in batches of 4
