@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from gla_jax.data import video_io
+from tests.data import decoding
 
 FPS, SECONDS, HEIGHT, WIDTH, CLIP_FRAMES = 25, 10, 240, 320, 16
 OPENCV_CODECS = (('MJPG', '.avi'), ('mp4v', '.mp4'), ('XVID', '.avi'), ('FFV1', '.mkv'))
@@ -76,49 +77,6 @@ def _sequential_only():
     video_io.av = saved
 
 
-@contextlib.contextmanager
-def _counting_decoded_frames(counter: list):
-  """Counts the frames OpenCV (grab, read) and PyAV (`container.decode`) decode into counter[0]."""
-  av, cv2 = video_io.av, video_io.cv2
-  real_open, real_capture = av.open, cv2.VideoCapture
-
-  class CountingCapture:   # A wrapper: cv2.VideoCapture subclasses crash at exit.
-    def __init__(self, *args):
-      self._inner = real_capture(*args)
-
-    def __getattr__(self, name):
-      return getattr(self._inner, name)
-
-    def grab(self):
-      ok = self._inner.grab()
-      counter[0] += bool(ok)
-      return ok
-
-    def read(self, *args):
-      ok, frame = self._inner.read(*args)
-      counter[0] += bool(ok)
-      return ok, frame
-
-  class Counting:
-    def __init__(self, inner):
-      self._inner = inner
-
-    def __getattr__(self, name):
-      return getattr(self._inner, name)
-
-    def decode(self, *args, **kwargs):
-      for frame in self._inner.decode(*args, **kwargs):
-        counter[0] += 1
-        yield frame
-
-  av.open = lambda *a, **k: Counting(real_open(*a, **k))
-  cv2.VideoCapture = CountingCapture
-  try:
-    yield
-  finally:
-    av.open, cv2.VideoCapture = real_open, real_capture
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--videos', type=int, default=3, help='videos per codec')
@@ -158,7 +116,7 @@ def main():
       old_frames = np.mean([start + CLIP_FRAMES for _, start in windows])
       counter = [0]
       if video_io.av is not None:
-        with _counting_decoded_frames(counter):
+        with decoding.counting_decoded_frames() as counter:
           start_time = time.perf_counter()
           new = [video_io.read_video(path, CLIP_FRAMES, start) for path, start in windows]
           new_rate = len(windows) / (time.perf_counter() - start_time)

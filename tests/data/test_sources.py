@@ -16,6 +16,7 @@ from gla_jax.data import sources
 from gla_jax.data import synthetic
 from gla_jax.data import synthetic_settings
 from gla_jax.data import video_io
+from tests.data import decoding
 from tests.data import small_data
 
 
@@ -52,9 +53,8 @@ def test_folder_source_reads_the_exported_videos(tmp_path):
   assert set(train) == small_data.KEYS_WITH_BOXES and train['video'].shape == (4, 12, 40, 40, 3)
 
 
-def test_folder_source_load_decodes_the_window_not_the_frames_before_it(tmp_path, monkeypatch):
+def test_folder_source_load_decodes_the_window_not_the_frames_before_it(tmp_path):
   pytest.importorskip('av')
-  from tests.data.test_video_io import _DecodeCounter  # pylint: disable=g-import-not-at-top
   _, train_root, val_root = _export(tmp_path, size_train=2, size_val=1)
   config = small_data.config(source='folder', root=train_root, eval_root=val_root,
                              train_split_file='trainlist01.txt', eval_split_file='testlist01.txt',
@@ -62,9 +62,9 @@ def test_folder_source_load_decodes_the_window_not_the_frames_before_it(tmp_path
   source = sources.create_source(config, 'train')
   window = np.arange(8, 12)                         # the last 4 of 12 MJPG frames
   reference = video_io.read_video(source.path(0))[window]
-  counter = _DecodeCounter(monkeypatch)
-  np.testing.assert_array_equal(source.load(0, window)['video'], reference)
-  assert counter.count == 4, counter.count          # sequential decoding took 12
+  with decoding.counting_decoded_frames() as count:
+    np.testing.assert_array_equal(source.load(0, window)['video'], reference)
+  assert count[0] == 4, count[0]                    # sequential decoding took 12
 
 
 def test_folder_source_split_files_and_class_index(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from gla_jax.data import synthetic
 from gla_jax.data import synthetic_scenes
 from gla_jax.data import synthetic_settings
+from tests.data import decoding
 
 SMALL = synthetic_settings.SyntheticConfig(height=64, width=64)
 TINY = synthetic_settings.SyntheticConfig(height=32, width=32)
@@ -224,18 +225,6 @@ def test_clear_errors():
     synthetic.generate_clip(TINY, -1)
 
 
-def read_video(path):
-  capture = cv2.VideoCapture(path)
-  frames = []
-  while True:
-    ok, frame = capture.read()
-    if not ok:
-      break
-    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-  capture.release()
-  return np.array(frames)
-
-
 @pytest.mark.parametrize('codec,container,max_error', [
     ('MJPG', '.avi', 10.0), ('mp4v', '.mp4', 10.0), ('FFV1', '.avi', 0.0)])
 def test_export_roundtrip(tmp_path, codec, container, max_error):
@@ -258,7 +247,7 @@ def test_export_roundtrip(tmp_path, codec, container, max_error):
     for box, truth in zip(entry['boxes'], clip.boxes):
       if box is not None:
         assert box == truth.tolist()
-    frames = read_video(os.path.join(root, entry['path']))
+    frames = decoding.sequential_decode(os.path.join(root, entry['path']))
     assert frames.shape == clip.video.shape
     assert np.abs(frames.astype(np.int16) - clip.video).mean() <= max_error
   with open(os.path.join(root, 'trainlist01.txt')) as f:

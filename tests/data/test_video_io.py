@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gla_jax.data import video_io
+from tests.data import decoding
 
 
 def _frames(num_frames=12, height=48, width=64, seed=0):
@@ -167,18 +168,6 @@ def _write_h264(path, frames):
     container.mux(stream.encode())
 
 
-def _sequential_decode(path):
-  """Every frame by plain sequential OpenCV decoding (the reference), RGB."""
-  capture, frames = cv2.VideoCapture(path), []
-  while True:
-    ok, frame = capture.read()
-    if not ok:
-      break
-    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-  capture.release()
-  return np.stack(frames)
-
-
 SEEK_CODECS = [('MJPG', '.avi'), ('mp4v', '.mp4'), ('XVID', '.avi'), ('FFV1', '.mkv'),
                ('FFV1', '.avi'), ('h264', '.mp4')]
 
@@ -192,59 +181,10 @@ def _seek_video(tmp_path, codec, container):
   return path
 
 
-class _DecodeCounter:
-  """Counts the frames decoded by OpenCV (grab/read) and by PyAV (container.decode)."""
-
-  def __init__(self, monkeypatch):
-    self.count = 0
-    counter = self
-
-    real_capture = cv2.VideoCapture
-
-    class CountingCapture:
-      # A wrapper, not a subclass: cv2.VideoCapture subclasses crash at exit.
-      def __init__(self, *args):
-        self._inner = real_capture(*args)
-
-      def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-      def grab(self):
-        ok = self._inner.grab()
-        counter.count += bool(ok)
-        return ok
-
-      def read(self, *args):
-        ok, frame = self._inner.read(*args)
-        counter.count += bool(ok)
-        return ok, frame
-
-    monkeypatch.setattr(cv2, 'VideoCapture', CountingCapture)
-    try:
-      import av  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      return
-    real_open = av.open
-
-    class CountingContainer:
-      def __init__(self, inner):
-        self._inner = inner
-
-      def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-      def decode(self, *args, **kwargs):
-        for frame in self._inner.decode(*args, **kwargs):
-          counter.count += 1
-          yield frame
-
-    monkeypatch.setattr(av, 'open', lambda *a, **k: CountingContainer(real_open(*a, **k)))
-
-
 @pytest.mark.parametrize('codec,container', SEEK_CODECS)
 def test_read_from_start_is_frame_exact(tmp_path, codec, container):
   path = _seek_video(tmp_path, codec, container)
-  reference = _sequential_decode(path)
+  reference = decoding.sequential_decode(path)
   assert len(reference) == SEEK_FRAMES
   # 0, just after 0, a keyframe, past a keyframe, mid, the last frames.
   for start in (0, 1, SEEK_GOP - 1, SEEK_GOP, SEEK_GOP + 1, 29, 37, SEEK_FRAMES - 16,
@@ -258,13 +198,12 @@ def test_read_from_start_is_frame_exact(tmp_path, codec, container):
 
 
 @pytest.mark.parametrize('codec,container', SEEK_CODECS)
-def test_read_from_start_decodes_from_the_keyframe_not_frame_0(tmp_path, codec, container,
-                                                                monkeypatch):
+def test_read_from_start_decodes_from_the_keyframe_not_frame_0(tmp_path, codec, container):
   pytest.importorskip('av')
   path = _seek_video(tmp_path, codec, container)
-  counter = _DecodeCounter(monkeypatch)
-  clip = video_io.read_video(path, max_frames=16, start=40)
+  with decoding.counting_decoded_frames() as count:
+    clip = video_io.read_video(path, max_frames=16, start=40)
   assert len(clip) == 16
   # From the keyframe at or before frame 40 (a GOP of SEEK_GOP at most for the inter
   # codecs, 1 for the intra-only ones); sequential decoding took 56.
-  assert counter.count <= 16 + SEEK_GOP, counter.count
+  assert count[0] <= 16 + SEEK_GOP, count[0]
