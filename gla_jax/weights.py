@@ -368,7 +368,8 @@ def for_config(config: ml_collections.ConfigDict, workdir: str,
     FileNotFoundError: no weights anywhere; the message lists every place
       looked and how to make weights.
   """
-  model = model or building.create_model(config)
+  if model is None:
+    model = building.create_model(config)
   looked: List[str] = []
   if checkpoints.has_training_checkpoints(workdir):
     weights = read(workdir, which=config.eval.checkpoint, best_metric=config.train.best_metric)
@@ -381,14 +382,14 @@ def for_config(config: ml_collections.ConfigDict, workdir: str,
     if os.path.exists(source):
       variables = initial_variables(config, model, jax.random.key(int(config.train.seed)),
                                     workdir)
-      kind = 'pth' if os.path.isfile(source) else 'converted'
+      kind = ('pth' if os.path.isfile(source) else
+              'training' if checkpoints.has_training_checkpoints(source) else 'converted')
       return Weights(variables, os.path.abspath(source), kind)
     looked.append(f'config.train.init_checkpoint={config.train.init_checkpoint!r} (not in '
                   f'{workdir}, nor in {os.getcwd()})')
   converted = os.path.join(workdir, CONVERTED_DIR)
   if is_converted_dir(converted):
-    variables, metadata = load_variables(converted)
-    return Weights(variables, os.path.abspath(converted), 'converted', metadata=metadata)
+    return read(converted)
   looked.append(f'{converted} (no converted weights)')
   raise FileNotFoundError(
       'No weights found. Looked in:\n' + '\n'.join(f'  {place}' for place in looked) +

@@ -54,6 +54,10 @@ def test_order_training_checkpoint_then_init_checkpoint_then_converted(sources, 
   assert found.kind == 'converted' and _same(found.variables, want['converted'])
   found = weights.for_config(_config(init_checkpoint=str(root / 'pretrained')), work)
   assert found.path == str(root / 'pretrained') and _same(found.variables, want['init'])
+  assert found.kind == 'converted'
+  # A training workdir named as the init checkpoint is labelled as one.
+  found = weights.for_config(_config(init_checkpoint=str(root / 'trained')), str(tmp_path))
+  assert found.kind == 'training' and _same(found.variables, want['trained'])
   # A workdir with a training checkpoint uses it, whatever else there is.
   trained = str(root / 'trained')
   weights.save_variables(os.path.join(trained, weights.CONVERTED_DIR), want['converted'])
