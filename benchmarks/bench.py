@@ -8,7 +8,7 @@ r"""JAX against PyTorch on the same network, in one run: training step, explanat
       --temporal_strides=1,1,1,1
 
 Variants, on one device with the same preset, clip and batch: JAX `train`
-(`train_step.make_train_step`), `explain_stages` / `explain_blocks`
+(`train_step.make_train_step`, on uint8 clips it normalises), `explain_stages` / `explain_blocks`
 (`explain.make_explainer`, Grad-CAM of the argmax score) and `forward`;
 PyTorch (`tests/torch_resnext.py`, see `benchmarks.torch_side`) `train`,
 `explain_hooks` (forward hooks and one `backward()`), `explain_autograd`

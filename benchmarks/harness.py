@@ -154,19 +154,21 @@ def device_peak_bytes(device) -> Optional[int]:
 # ------------------------------------------------------------------------------
 
 
-def _jax_programs(model, tx, learning_rate_fn, labels, mesh,
-                  make_explainer: Callable) -> Dict[str, Any]:
+def _jax_programs(model, tx, learning_rate_fn, labels, mesh, make_explainer: Callable, mean,
+                  std) -> Dict[str, Any]:
   """{variant: jitted function}, the smallest memory first (so the process-wide
-  device peak tracks each variant)."""
+  device peak tracks each variant). The training step takes uint8 clips and
+  normalises them (`mean`, `std`), as in training; the others normalised ones."""
   programs = {'forward': jax.jit(lambda v, x: model.apply(v, x, train=False))}
   for layers in LAYER_SETS:
     programs[f'explain_{layers}'] = make_explainer(model, 'gradcam', layers, 'mean')
-  programs['train'] = train_step.make_train_step(model, tx, learning_rate_fn, labels, mesh)
+  programs['train'] = train_step.make_train_step(model, tx, learning_rate_fn, labels, mesh,
+                                                 mean=mean, std=std)
   return programs
 
 
-def model_flops(arguments: Dict[str, Tuple], model, tx, learning_rate_fn, labels,
-                mesh) -> Dict[str, Optional[float]]:
+def model_flops(arguments: Dict[str, Tuple], model, tx, learning_rate_fn, labels, mesh,
+                mean, std) -> Dict[str, Optional[float]]:
   """FLOPs per call of each variant: XLA's cost analysis of it with `lax` convolutions.
 
   The variants are traced anew with `conv_impl='xla'` and lowered, not
@@ -177,7 +179,7 @@ def model_flops(arguments: Dict[str, Tuple], model, tx, learning_rate_fn, labels
   with conv.use_impl('xla'):
     # make_explainer's cache would return the already traced explainers.
     programs = _jax_programs(model, tx, learning_rate_fn, labels, mesh,
-                             explain.make_explainer.__wrapped__)
+                             explain.make_explainer.__wrapped__, mean, std)
     return {name: program_flops(jitted.lower(*arguments[name]))
             for name, jitted in programs.items()}
 
@@ -218,22 +220,27 @@ def jax_setup(args) -> Dict[str, Any]:
                             mesh)
 
   rng = np.random.default_rng(0)
-  clips = rng.normal(size=(args.batch, args.frames, args.size, args.size, 3)).astype(np.float32)
+  # uint8 clips as the loader gives them; the forward pass and the explainers
+  # take them normalised on the device.
+  clips = rng.integers(0, 256, (args.batch, args.frames, args.size, args.size, 3), np.uint8)
   batch = parallel.shard_batch({
       'video': clips,
       'label': rng.integers(0, args.num_classes, args.batch).astype(np.int32),
       'mask': np.ones(args.batch, bool)}, mesh)
-  video = batch['video']
+  mean, std = tuple(config.data.mean), tuple(config.data.std)
+  video = jax.jit(models.normalize_video, static_argnames=('mean', 'std'))(
+      batch['video'], mean=mean, std=std)
   variables = jax.tree.map(jnp.copy, state.variables)   # The training step donates the state.
 
   arguments = {'forward': (variables, video), 'train': (state, batch),
                **{f'explain_{layers}': (variables, video, None) for layers in LAYER_SETS}}
-  programs = _jax_programs(model, tx, learning_rate_fn, labels, mesh, explain.make_explainer)
+  programs = _jax_programs(model, tx, learning_rate_fn, labels, mesh, explain.make_explainer,
+                           mean, std)
   carry = {name: (lambda result: (result[0], batch)) if name == 'train' else None
            for name in programs}
   return {'programs': programs, 'arguments': arguments, 'carry': carry,
           'flops': functools.partial(model_flops, arguments, model, tx, learning_rate_fn,
-                                     labels, mesh),
+                                     labels, mesh, mean, std),
           'variables': variables, 'video': video}
 
 

@@ -1,7 +1,7 @@
 """Throughput of the input pipeline: clips per second by source, workers and worker type.
 
 Measures `train_batches` (random window, multi-scale corner crop, resize,
-flip, normalisation) for
+flip; uint8 clips, normalised later on the device) for
   synthetic  clips rendered on the fly at 16 x 112 x 112 (generator frames =
              clip frames), and
   folder     MJPG .avi files exported by the synthetic generator (48 frames of

@@ -35,6 +35,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from gla_jax import hugepages
+from gla_jax.data import storage
 
 MODES = ('all', 'train', 'eval', 'convert', 'explain', 'localize', 'loc_eval')
 
@@ -42,7 +43,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     'config', None, 'A shipped config by name (demo, tiny, ucf101, ucf101:folder, kinetics) '
     'or a config file (path.py[:arg]).', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and pictures go.')
+flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and pictures go: a local folder '
+                    'or a gs://, s3://, az:// or hf:// URI (see the README).')
 flags.DEFINE_enum('mode', 'all', MODES, 'What to run.')
 flags.DEFINE_string('video', None, 'Video file for --mode=explain and --mode=localize.')
 flags.DEFINE_string('torch_checkpoint', None, 'PyTorch .pth file for --mode=convert.')
@@ -107,10 +109,13 @@ def run(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietCheckpointing())
+  config, workdir, mode = FLAGS.config, FLAGS.workdir, FLAGS.mode
+  try:
+    storage.absolute(workdir)   # A URI of a scheme nothing reaches fails before any work.
+  except ValueError as error:
+    raise app.UsageError(f'--workdir: {error}') from None
   # Imported here so that `--help` and flag errors answer without loading JAX.
   from gla_jax import jobs  # pylint: disable=g-import-not-at-top
-
-  config, workdir, mode = FLAGS.config, FLAGS.workdir, FLAGS.mode
   if mode == 'convert':
     if not FLAGS.torch_checkpoint:
       raise app.UsageError('--mode=convert needs --torch_checkpoint=PATH.pth')

@@ -6,13 +6,13 @@ sliding clips and localizing the action in it; the overlay video, panels and
 `localization.json` show the result, compared here with the generator's truth.
 """
 import json
-import os
 from typing import Any, Dict
 
 import ml_collections
 
 from gla_jax import video_explanation
 from gla_jax.data import sources
+from gla_jax.data import storage
 from gla_jax.data import synthetic
 from gla_jax.data import video_io
 from gla_jax.explain import localize
@@ -40,7 +40,8 @@ def write_demo_video(config: ml_collections.ConfigDict, path: str) -> Dict[str, 
   # 1.9-3.8 the network learned from, and the demo model called it grow).
   clip = synthetic.generate_video(generator, index=0, num_frames=num_frames, split='val',
                                   segment_frames=(clip_frames, clip_frames))
-  video_io.write_video(path, clip.video, fps=25.0, codec='MJPG')
+  with storage.local_file_for_writing(path) as local:   # OpenCV writes local files only.
+    video_io.write_video(local, clip.video, fps=25.0, codec='MJPG')
   start, end = (int(v) for v in clip.segment)
   return dict(video=path, label=int(clip.label), class_name=clip.class_name,
               segment=[start, end], num_frames=num_frames)
@@ -48,11 +49,10 @@ def write_demo_video(config: ml_collections.ConfigDict, path: str) -> Dict[str, 
 
 def localize_demo_video(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Writes the long demo video, localizes the action in it, and compares with its truth."""
-  os.makedirs(os.path.join(workdir, 'videos'), exist_ok=True)
-  truth = write_demo_video(config, os.path.join(workdir, 'videos', DEMO_VIDEO_NAME + '.avi'))
+  storage.make_dirs(storage.join(workdir, 'videos'))
+  truth = write_demo_video(config, storage.join(workdir, 'videos', DEMO_VIDEO_NAME + '.avi'))
   out_dir = video_explanation.explain_video_file(config, workdir, truth['video'])
-  with open(os.path.join(out_dir, 'localization.json')) as f:
-    found = json.load(f)
+  found = json.loads(storage.read_text(storage.join(out_dir, 'localization.json')))
   segments = [(s['start_frame'], s['end_frame']) for s in found['segments']]
   return dict(truth, output=out_dir, predicted_class=found['video_class']['class_name'],
               predicted_segments=segments,

@@ -8,7 +8,6 @@ localization against the ground truth, and on synthetic data localizes the
 action in a long video (`gla_jax.demo`).
 """
 import json
-import os
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -22,6 +21,7 @@ from gla_jax import localization_eval
 from gla_jax import validation
 from gla_jax import video_explanation
 from gla_jax import weights
+from gla_jax.data import storage
 from gla_jax.models import building
 from gla_jax.outputs import comparison_report
 from gla_jax.training import checkpoints
@@ -50,16 +50,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   if final.get('interrupted'):
     _print_outputs(f'Stopped by {final["interrupted"]} at step {final["step"]}; run the same '
                    'command again to resume from:',
-                   [os.path.join(workdir, checkpoints.CHECKPOINTS_DIR)])
+                   [storage.join(workdir, checkpoints.CHECKPOINTS_DIR)])
     # 128 + SIGTERM, the status a shell reports for a terminated process.
     sys.exit(143)
   eval_metrics = {key.split('/', 1)[1]: value for key, value in final.items()
                   if key.startswith('eval/')}
   split = config.eval.split
   _print_outputs(f'Trained to step {final["step"]}: ' + _accuracy_line(eval_metrics), [
-      f'checkpoints:   {os.path.join(workdir, checkpoints.CHECKPOINTS_DIR)}',
-      f'metrics:       {os.path.join(workdir, "metrics.jsonl")}',
-      f'curves:        {os.path.join(workdir, "curves.png")}',
+      f'checkpoints:   {storage.join(workdir, checkpoints.CHECKPOINTS_DIR)}',
+      f'metrics:       {storage.join(workdir, "metrics.jsonl")}',
+      f'curves:        {storage.join(workdir, "curves.png")}',
       f'evaluation:    {evaluate_lib.results_path(workdir, split)}',
   ])
   return final
@@ -78,7 +78,7 @@ def convert(config: ml_collections.ConfigDict, workdir: str, torch_checkpoint: s
             drop_head: bool = False) -> Dict[str, Any]:
   """`--mode=convert`: a published PyTorch checkpoint into `<workdir>/converted`."""
   validation.validate(config)
-  directory = os.path.join(workdir, weights.CONVERTED_DIR)
+  directory = storage.join(workdir, weights.CONVERTED_DIR)
   metadata = weights.convert_checkpoint(torch_checkpoint, building.create_model(config),
                                         directory, drop_head=drop_head)
   logging.info('Converted %s into %s', torch_checkpoint, directory)
@@ -120,12 +120,12 @@ def main_job(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       wall_time_s=round(elapsed, 1), train_wall_time_s=round(trained - start, 1),
       step=final['step'],
       **{key: final[key] for key in final if key.startswith(('eval/', 'best/'))},
-      localization_table=os.path.join(workdir, comparison_report.OUTPUT_DIR,
+      localization_table=storage.join(workdir, comparison_report.OUTPUT_DIR,
                                       comparison_report.MARKDOWN_FILE),
       long_video=long_video_result)
   if _is_main_process():
-    with open(os.path.join(workdir, 'main_job.json'), 'w') as f:
-      json.dump(summary, f, indent=1, default=str)
+    storage.write_text(storage.join(workdir, 'main_job.json'),
+                       json.dumps(summary, indent=1, default=str))
   lines = [f'localization comparison: {summary["localization_table"]}']
   if long_video_result is not None:
     found = long_video_result
@@ -134,7 +134,7 @@ def main_job(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
         f'{found["segment"][0]}-{found["segment"][1] - 1}): predicted {found["predicted_class"]}, '
         f'segments {found["predicted_segments"]}, temporal IoU {found["temporal_iou"]:.2f}')
     lines.append(f'  overlay video, panels, localization.json: {found["output"]}')
-  lines.append(f'summary: {os.path.join(workdir, "main_job.json")}')
+  lines.append(f'summary: {storage.join(workdir, "main_job.json")}')
   _print_outputs(f'Main job done in {elapsed / 60:.1f} min '
                  f'(training and evaluation {(trained - start) / 60:.1f} min).', lines)
   logging.info('Main job summary: %s', summary)

@@ -12,7 +12,6 @@ whole comparison on its own devices (no collective, so none waits for another)
 and process 0 alone writes the files.
 """
 import logging
-import os
 from typing import Any, Dict, Optional
 
 import jax
@@ -23,6 +22,7 @@ from gla_jax import parallel
 from gla_jax import weights
 from gla_jax.data import loader
 from gla_jax.data import sources
+from gla_jax.data import storage
 from gla_jax.explain import comparison
 from gla_jax.models import building
 from gla_jax.outputs import comparison_report
@@ -62,8 +62,8 @@ def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
   try:
     return comparison.collect_clips(
         model, variables, (parallel.shard_local_batch(batch, mesh) for batch in batches),
-        wanted, batch_size, config.explain.pooling, config.explain.normalization,
-        progress=reports.progress)
+        wanted, batch_size, config.data.mean, config.data.std, config.explain.pooling,
+        config.explain.normalization, progress=reports.progress)
   finally:
     batches.close()
 
@@ -91,16 +91,16 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                                  mesh)
   clips = gather_clips(config, model, variables, mesh)
   result = comparison.compare(config, model, variables, clips, progress=reports.progress)
-  out_dir = os.path.join(workdir, comparison_report.OUTPUT_DIR)
+  out_dir = storage.join(workdir, comparison_report.OUTPUT_DIR)
   if jax.process_index() == 0:
     comparison_report.write(out_dir, config, clips, result, sources.class_names_or_indices(
         config.data, int(config.model.num_classes)))
   else:
     shown = result['reported_clips'][:max(int(config.localize.num_pictures), 0)]
     result['files'] = dict(
-        json=os.path.join(out_dir, comparison_report.JSON_FILE),
-        markdown=os.path.join(out_dir, comparison_report.MARKDOWN_FILE),
-        pictures=[os.path.join(out_dir, f'clip_{index}.png') for index in shown])
+        json=storage.join(out_dir, comparison_report.JSON_FILE),
+        markdown=storage.join(out_dir, comparison_report.MARKDOWN_FILE),
+        pictures=[storage.join(out_dir, f'clip_{index}.png') for index in shown])
   logging.info('Localization comparison of %d methods on %d clips: %s', len(result['order']),
                result['num_clips'], result['files']['markdown'])
   return result

@@ -15,6 +15,7 @@ from gla_jax import config_checks
 from gla_jax import explain
 from gla_jax import models
 from gla_jax.data import sources
+from gla_jax.data import storage
 from gla_jax.data import synthetic_settings
 from gla_jax.explain import localize
 from gla_jax.explain import long_video
@@ -27,6 +28,18 @@ from gla_jax.training import optimization
 _SYNTHETIC_SIZES = ('train_size', 'val_size', 'num_frames', 'height', 'width')
 _DATA_PATH_KEYS = ('root', 'eval_root', 'annotations', 'train_split_file', 'eval_split_file',
                    'tfds_name', 'tfds_train_split', 'tfds_eval_split', 'tfds_data_dir')
+# The keys of those that are paths (local, or URIs of `storage.SCHEMES`).
+_DATA_PATHS = ('root', 'eval_root', 'annotations', 'train_split_file', 'eval_split_file',
+               'tfds_data_dir')
+
+
+def _check_reachable(value: str, name: str) -> None:
+  """A path setting is local or a URI of a scheme `storage` reaches (gs://, s3://, ...)."""
+  if value:
+    try:
+      storage.absolute(value)
+    except ValueError as error:
+      raise ValueError(f'{name}: {error}') from None
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None,
@@ -88,6 +101,8 @@ def validate_data(data_config: ml_collections.ConfigDict) -> None:
   config_checks.integer(data_config, section, 'retries', minimum=0)
   for key in _DATA_PATH_KEYS:
     config_checks.string(data_config, section, key)
+  for key in _DATA_PATHS:
+    _check_reachable(data_config[key], f'config.data.{key}')
   synthetic_section = 'data.synthetic'
   for key in _SYNTHETIC_SIZES:
     config_checks.integer(data_config.synthetic, synthetic_section, key, minimum=1)
@@ -123,6 +138,7 @@ def validate_train(config: ml_collections.ConfigDict) -> None:
   for key in ('nesterov', 'drop_head', 'tensorboard'):
     config_checks.boolean(train_config, 'train', key)
   config_checks.string(train_config, 'train', 'init_checkpoint')
+  _check_reachable(train_config.init_checkpoint, 'config.train.init_checkpoint')
   config_checks.choice(train_config, 'train', 'schedule', optimization.SCHEDULES)
   config_checks.choice(train_config, 'train', 'freeze_until', ('',) + optimization.FREEZE_POINTS)
   config_checks.choice(train_config, 'train', 'best_metric', evaluate.RANKING_METRICS)

@@ -14,6 +14,7 @@ from gla_jax import validation
 from gla_jax import weights
 from gla_jax.data import sampling
 from gla_jax.data import sources
+from gla_jax.data import storage
 from gla_jax.data import video_io
 from gla_jax.explain import long_video
 from gla_jax.models import building
@@ -27,7 +28,8 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
   """Explains (and localizes) a whole video file of any length.
 
   Output folder: `<workdir>/localize/<name>/` with localization, else
-  `<workdir>/explain/<name>/`. It receives:
+  `<workdir>/explain/<name>/` (the workdir and the video may be URIs,
+  `gla_jax.data.storage`). It receives:
     attention.npy     float32 [frames, S, S]: the stitched global-local map of
                       every frame, at the model's crop resolution (S =
                       `config.data.crop_size`, the centre square of the frame);
@@ -67,14 +69,16 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
   weight_by_video_class = bool(config.localize.weight_by_video_class)
   model = building.create_model(config)
   variables = weights.for_config(config, workdir, model).variables
-  frames = video_io.read_video(video_path)                          # uint8 [N, H, W, 3]
+  with storage.local_copy(video_path) as local_video:   # PyAV/OpenCV read local files only.
+    frames = video_io.read_video(local_video)                       # uint8 [N, H, W, 3]
+    fps = video_io.video_info(local_video).fps or _DEFAULT_FPS
   height, width = frames.shape[1:3]
-  crops, normalised = sampling.center_clip(frames, config.data)
+  crops = sampling.center_clip(frames, config.data)                 # uint8 [N, S, S, 3]
   region = sampling.corner_crop(height, width, 1.0, 0)              # (x0, y0, side)
   if int(config.data.frame_stride) != 1:
     logging.warning('config.data.frame_stride=%d is not applied to explanations: maps are per '
                     'frame, so clips take consecutive frames.', config.data.frame_stride)
-  explanation = long_video.explain_video(model, variables, normalised, config, rule,
+  explanation = long_video.explain_video(model, variables, crops, config, rule,
                                          weight_by_video_class, region, with_localization,
                                          mesh=parallel.make_local_mesh())
   names = sources.class_names_or_indices(config.data, int(config.model.num_classes))
@@ -88,7 +92,6 @@ def explain_video_file(config: ml_collections.ConfigDict, workdir: str, video_pa
   if explanation.localization is None:
     return out_dir
 
-  fps = video_io.video_info(video_path).fps or _DEFAULT_FPS
   explanation_files.write_localization(out_dir, config, video_path, frames, region, explanation,
                                        names, clip_info, fps)
   return out_dir

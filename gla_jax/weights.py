@@ -14,13 +14,14 @@ Weights come in three forms, all accepted wherever a path to weights is taken:
      workdir first, then in the current directory), fitted to the model as
      training fits it (`fit`);
   3. `<workdir>/converted`, where `--mode=convert` writes.
-An error lists every place it looked.
+An error lists every place it looked. Every path may be local or a URI that
+`gla_jax.data.storage` reaches (gs://...); a `.pth` file on a URI is copied to
+a local temporary file to be read, since torch reads local files here.
 """
 import dataclasses
 import functools
 import json
 import os
-import shutil
 from typing import Any, Dict, List, Optional, Tuple, Union
 import uuid
 
@@ -34,6 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gla_jax import models
+from gla_jax.data import storage
 from gla_jax.models import building
 from gla_jax.models import convert
 from gla_jax.models import torch_files
@@ -82,6 +84,8 @@ def save_variables(directory, variables: Any, metadata: Optional[Dict[str, Any]]
 
   A save never leaves a half-written directory, nor destroys a complete one:
   it writes a hidden sibling and swaps it in with renames once it is complete.
+  (On an object store a rename is a copy, so there the swap is not atomic; a
+  reader still tells a complete directory by its metadata file.)
 
   Args:
     directory: the checkpoint directory; an existing checkpoint there is
@@ -92,44 +96,51 @@ def save_variables(directory, variables: Any, metadata: Optional[Dict[str, Any]]
   Returns:
     The absolute path of the checkpoint directory.
   """
-  directory = os.path.abspath(os.fspath(directory))
-  parent, name = os.path.split(directory)
+  directory = storage.absolute(directory)
+  parent, name = storage.path(directory).parent, storage.path(directory).name
   text = json.dumps(metadata or {}, indent=2, sort_keys=True)   # Fail before any I/O.
-  os.makedirs(parent, exist_ok=True)
+  parent.mkdir(parents=True, exist_ok=True)
   # Staging and backup live next to `directory`, on the same file system, so
-  # the swaps below are renames, not copies.
-  staging = os.path.join(parent, f'.{name}.saving-{uuid.uuid4().hex[:8]}')
+  # the swaps below are renames, not copies (on a local disk).
+  staging = parent / f'.{name}.saving-{uuid.uuid4().hex[:8]}'
   try:
-    os.makedirs(staging)
+    staging.mkdir(parents=True)
     checkpointer = _checkpointer()
     try:
-      checkpointer.save(os.path.join(staging, VARIABLES_DIR), variables)
+      checkpointer.save(os.fspath(staging / VARIABLES_DIR), variables)
     finally:
       checkpointer.close()
-    with open(os.path.join(staging, METADATA_FILE), 'w') as f:
-      f.write(text)
+    (staging / METADATA_FILE).write_text(text)
   except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
+    _remove_quietly(staging)
     raise
   backup = None
-  if os.path.exists(directory):
-    backup = os.path.join(parent, f'.{name}.replaced-{uuid.uuid4().hex[:8]}')
-    os.rename(directory, backup)
+  if storage.exists(directory):
+    backup = parent / f'.{name}.replaced-{uuid.uuid4().hex[:8]}'
+    storage.path(directory).rename(backup)
   try:
-    os.rename(staging, directory)
+    staging.rename(directory)
   except BaseException:
     if backup:
-      os.rename(backup, directory)
-    shutil.rmtree(staging, ignore_errors=True)
+      backup.rename(directory)
+    _remove_quietly(staging)
     raise
   if backup:
-    shutil.rmtree(backup, ignore_errors=True)
+    _remove_quietly(backup)
   return directory
+
+
+def _remove_quietly(directory) -> None:
+  """Deletes a staging or backup directory; a failure only logs (the save's outcome stands)."""
+  try:
+    storage.remove_tree(directory)
+  except OSError as error:
+    logging.warning('Could not delete %s: %s', directory, error)
 
 
 def is_converted_dir(path) -> bool:
   """Whether `path` is a directory written by `save_variables`."""
-  return os.path.isfile(os.path.join(os.fspath(path), METADATA_FILE))
+  return storage.is_file(storage.join(path, METADATA_FILE))
 
 
 def load_variables(directory) -> Tuple[Any, Dict[str, Any]]:
@@ -139,16 +150,15 @@ def load_variables(directory) -> Tuple[Any, Dict[str, Any]]:
     `(variables, metadata)`: the pytree as saved (numpy arrays stay numpy,
     jax arrays come back as jax arrays) and the metadata dict.
   """
-  directory = os.path.abspath(os.fspath(directory))
-  variables_dir = os.path.join(directory, VARIABLES_DIR)
-  metadata_path = os.path.join(directory, METADATA_FILE)
-  if not (os.path.isdir(variables_dir) and os.path.isfile(metadata_path)):
+  directory = storage.absolute(directory)
+  variables_dir = storage.join(directory, VARIABLES_DIR)
+  metadata_path = storage.join(directory, METADATA_FILE)
+  if not (storage.is_dir(variables_dir) and storage.is_file(metadata_path)):
     raise FileNotFoundError(
         f'{directory!r} is not a variables checkpoint: expected {VARIABLES_DIR}/ and '
         f'{METADATA_FILE} inside it (written by gla_jax.weights.save_variables, e.g. by '
         '`--mode=convert`).')
-  with open(metadata_path) as f:
-    metadata = json.load(f)
+  metadata = json.loads(storage.read_text(metadata_path))
   # Process-local: a restore otherwise ends in a barrier over every process.
   checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler(),
                                   multiprocessing_options=checkpoints.process_local_options())
@@ -175,7 +185,8 @@ def convert_checkpoint(torch_path, model: models.ResNeXt3D, directory,
   Returns:
     The metadata saved next to the variables.
   """
-  raw = torch_files.load_torch_file(torch_path)
+  with storage.local_copy(torch_path) as local:   # torch reads local files here.
+    raw = torch_files.load_torch_file(local)
   variables = convert.torch_to_flax(torch_files.state_dict_of(raw, torch_path), model,
                                     drop_head, rng)
   source = raw if isinstance(raw, dict) else {}
@@ -186,7 +197,7 @@ def convert_checkpoint(torch_path, model: models.ResNeXt3D, directory,
       'cardinality': model.cardinality,
       'widths': list(model.widths),
       'stem_width': model.stem_width,
-      'source': os.path.abspath(os.fspath(torch_path)),
+      'source': storage.absolute(torch_path),
       'source_arch': str(source['arch']) if 'arch' in source else None,
       'source_epoch': int(source['epoch']) if isinstance(source.get('epoch'), int) else None,
       'drop_head': drop_head,
@@ -217,20 +228,21 @@ def read(path, model: Optional[models.ResNeXt3D] = None, *, which: str = 'latest
     FileNotFoundError: `path` is none of the three, with what each needs.
   """
   path = os.fspath(path)
-  if os.path.isfile(path):
+  if storage.is_file(path):
     if model is None:
       raise ValueError(f'{path!r} is a PyTorch file: converting it needs the model.')
     logging.info('Converting the PyTorch checkpoint %s on the fly.', path)
-    variables = convert.torch_to_flax(torch_files.load_torch_checkpoint(path), model, drop_head,
-                                      rng)
-    return Weights(variables, os.path.abspath(path), 'pth')
+    with storage.local_copy(path) as local:   # torch reads local files here.
+      state_dict = torch_files.load_torch_checkpoint(local)
+    variables = convert.torch_to_flax(state_dict, model, drop_head, rng)
+    return Weights(variables, storage.absolute(path), 'pth')
   if is_converted_dir(path):
     variables, metadata = load_variables(path)
-    return Weights(variables, os.path.abspath(path), 'converted', metadata=metadata)
+    return Weights(variables, storage.absolute(path), 'converted', metadata=metadata)
   if checkpoints.has_training_checkpoints(path):
     step = checkpoints.training_step(path, which, best_metric)
     variables, metadata = checkpoints.load_training_variables(path, which, best_metric)
-    return Weights(variables, os.path.abspath(path), 'training', step, metadata)
+    return Weights(variables, storage.absolute(path), 'training', step, metadata)
   raise FileNotFoundError(
       f'{path!r} holds no weights: it is neither a PyTorch .pth file, nor a converted '
       f'directory (with {METADATA_FILE}, written by --mode=convert), nor a training workdir '
@@ -319,9 +331,9 @@ def init_checkpoint_path(config: ml_collections.ConfigDict, workdir: Optional[st
   the current directory. '' when the config has none.
   """
   source = str(config.train.init_checkpoint)
-  if source and workdir and not os.path.isabs(source):
-    in_workdir = os.path.join(workdir, source)
-    if os.path.exists(in_workdir):
+  if source and workdir and not storage.is_absolute(source):
+    in_workdir = storage.join(workdir, source)
+    if storage.exists(in_workdir):
       return in_workdir
   return source
 
@@ -376,18 +388,18 @@ def for_config(config: ml_collections.ConfigDict, workdir: str,
     logging.info('Using the %s training checkpoint of %s (step %s).', config.eval.checkpoint,
                  workdir, weights.step)
     return weights
-  looked.append(f'{os.path.join(workdir, checkpoints.CHECKPOINTS_DIR)} (no training checkpoint)')
+  looked.append(f'{storage.join(workdir, checkpoints.CHECKPOINTS_DIR)} (no training checkpoint)')
   source = init_checkpoint_path(config, workdir)
   if source:
-    if os.path.exists(source):
+    if storage.exists(source):
       variables = initial_variables(config, model, jax.random.key(int(config.train.seed)),
                                     workdir)
-      kind = ('pth' if os.path.isfile(source) else
+      kind = ('pth' if storage.is_file(source) else
               'training' if checkpoints.has_training_checkpoints(source) else 'converted')
-      return Weights(variables, os.path.abspath(source), kind)
+      return Weights(variables, storage.absolute(source), kind)
     looked.append(f'config.train.init_checkpoint={config.train.init_checkpoint!r} (not in '
                   f'{workdir}, nor in {os.getcwd()})')
-  converted = os.path.join(workdir, CONVERTED_DIR)
+  converted = storage.join(workdir, CONVERTED_DIR)
   if is_converted_dir(converted):
     return read(converted)
   looked.append(f'{converted} (no converted weights)')

@@ -4,20 +4,22 @@
 
 Joins the other processes with `jax.distributed.initialize` over loopback
 (CPU collectives through gloo) and runs MODE on configs/tiny.py in WORKDIR
-(each process reads its own rows of every global batch):
-  train       (default) trains a few steps; process 0 writes the final
-              parameters to OUT (.npz);
-  main_job    the main job (`jobs.main_job`: train, loc_eval, the demo's long
-              video) with few steps; each process writes its summary to
-              OUT.<process id>.json;
-  unreadable  trains a few steps and evaluates, where evaluation video
-              `UNREADABLE_VIDEO` cannot be read by process `UNREADABLE_ON`
-              only (its frame count raises VideoReadError there); each process
-              writes its final metrics to OUT.<process id>.json.
-NUM_PROCESSES=1 is the single-process reference: it simulates as many CPU
-devices as the multi-process run has in total, so both runs use the same mesh
-and the same global batches.
+(each process reads its own rows of every global batch). In training's
+evaluations, evaluation video `UNREADABLE_VIDEO` cannot be read by process
+$GLA_TEST_UNREADABLE_ON only (its frame count raises VideoReadError there);
+the 9 evaluation videos of one clip each make 2 batches of 8 clips, and 1
+batch without that video. MODE:
+  main_job    (default) the main job (`jobs.main_job`: train, loc_eval, the
+              demo's long video) with few steps; each process writes its
+              summary to OUT.<process id>.json;
+  train       trains and evaluates; each process writes its final metrics to
+              OUT.<process id>.json.
+Then process 0 writes the final parameters to OUT.npz. NUM_PROCESSES=1 is the
+single-process reference: it simulates as many CPU devices as the
+multi-process run has in total, so both runs use the same mesh and the same
+global batches. With $GLA_TEST_COMPILATION_CACHE set, compiles are cached there.
 """
+import contextlib
 import json
 import os
 import sys
@@ -25,85 +27,85 @@ import sys
 import jax
 import numpy as np
 
+from tests import compile_cache
+
 TOTAL_DEVICES = 2
 NUM_STEPS = 3
-# Mode 'unreadable': which process cannot read which evaluation video
-# (env GLA_TEST_UNREADABLE_ON, a process id; -1: none).
+# Which process cannot read which evaluation video (env GLA_TEST_UNREADABLE_ON, a
+# process id; -1: none).
 UNREADABLE_VIDEO = 0
 
 
-def _tiny_config(**eval_overrides):
+def _tiny_config():
   from configs import tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   with config.unlocked():
     config.train.num_steps = NUM_STEPS
     config.train.eval_every = 0
     config.train.checkpoint_every = 0
-    config.eval.max_batches = 1
-    config.eval.update(eval_overrides)
+    config.eval.max_batches = 0
+    config.data.synthetic.val_size = 9
+    config.data.max_bad_fraction = 0.2
+    config.localize.update(max_clips=4, batch_size=2, deletion_steps=1, curve_clips=1,
+                           num_pictures=1, video_codec='MJPG')
   return config
 
 
-def _make_unreadable_on(process_id: int) -> None:
-  """Evaluation video UNREADABLE_VIDEO's frame count fails on `process_id` only."""
+@contextlib.contextmanager
+def _unreadable_on(process_id: int):
+  """While entered, video UNREADABLE_VIDEO's frame count fails on `process_id` only."""
   from gla_jax.data import sources  # pylint: disable=g-import-not-at-top
   from gla_jax.data import video_io  # pylint: disable=g-import-not-at-top
-  if jax.process_index() != process_id:
-    return
   real_num_frames = sources.SyntheticSource.num_frames
 
   def num_frames(self, index):
     if self.dataset.split == 'val' and index == UNREADABLE_VIDEO:
       raise video_io.VideoReadError(f'video {index} is truncated on process {process_id}')
     return real_num_frames(self, index)
-  sources.SyntheticSource.num_frames = num_frames
+  if jax.process_index() == process_id:
+    sources.SyntheticSource.num_frames = num_frames
+  try:
+    yield
+  finally:
+    sources.SyntheticSource.num_frames = real_num_frames
 
 
 def main(process_id: int, num_processes: int, port: int, workdir: str, out: str,
-         mode: str = 'train') -> None:
+         mode: str = 'main_job') -> None:
   jax.config.update('jax_num_cpu_devices', TOTAL_DEVICES // num_processes)
   jax.config.update('jax_disable_most_optimizations', True)    # As every test (conftest.py).
+  compile_cache.enable_from_env()
   if num_processes > 1:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}',
                                num_processes=num_processes, process_id=process_id,
                                initialization_timeout=120)
   assert jax.process_count() == num_processes and jax.device_count() == TOTAL_DEVICES
+  from gla_jax import jobs  # pylint: disable=g-import-not-at-top
+  from gla_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   from gla_jax.training import loop  # pylint: disable=g-import-not-at-top
-  if mode == 'main_job':
-    from gla_jax import jobs  # pylint: disable=g-import-not-at-top
-    config = _tiny_config()
-    with config.unlocked():
-      config.train.num_steps = 2
-      config.localize.update(max_clips=4, batch_size=2, deletion_steps=1, curve_clips=1,
-                             num_pictures=1, video_codec='MJPG')
-    summary = jobs.main_job(config, workdir)
-    with open(f'{out}.{jax.process_index()}.json', 'w') as f:
-      json.dump(summary, f, default=str)
-    return
-  if mode == 'unreadable':
-    # 9 evaluation videos of one clip each: 2 batches of 8 clips, 1 batch without one.
-    config = _tiny_config(max_batches=0)
-    with config.unlocked():
-      config.data.synthetic.val_size = 9
-      config.data.max_bad_fraction = 0.2
-    _make_unreadable_on(int(os.environ.get('GLA_TEST_UNREADABLE_ON', '-1')))
-    final = loop.train_and_evaluate(config, workdir)
-    with open(f'{out}.{jax.process_index()}.json', 'w') as f:
-      json.dump({key: final[key] for key in final if key.startswith('eval/')}, f)
-    return
   config = _tiny_config()
-  final = loop.train_and_evaluate(config, workdir)
-  variables, _ = train_variables(workdir)
+  real_train_and_evaluate = loop.train_and_evaluate
+  unreadable_on = int(os.environ.get('GLA_TEST_UNREADABLE_ON', '-1'))
+
+  def train_and_evaluate(*args, **kwargs):
+    with _unreadable_on(unreadable_on):
+      return real_train_and_evaluate(*args, **kwargs)
+  loop.train_and_evaluate = train_and_evaluate    # Training's evaluations only, not loc_eval.
+  if mode == 'main_job':
+    result = jobs.main_job(config, workdir)
+  elif mode == 'train':
+    final = loop.train_and_evaluate(config, workdir)
+    result = {key: final[key] for key in final if key == 'step' or key.startswith('eval/')}
+  else:
+    raise ValueError(f'Unknown mode {mode!r}: use main_job or train.')
+  with open(f'{out}.{jax.process_index()}.json', 'w') as f:
+    json.dump(result, f, default=str)
+  variables, _ = checkpoints.load_training_variables(workdir, 'latest')
   if jax.process_index() == 0:
     flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(leaf)
             for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]}
-    np.savez(out, step=final['step'], **flat)
-
-
-def train_variables(workdir: str):
-  from gla_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
-  return checkpoints.load_training_variables(workdir, 'latest')
+    np.savez(f'{out}.npz', **flat)
 
 
 if __name__ == '__main__':

@@ -110,8 +110,12 @@ def test_verdict_compares_the_best_fusion_with_last_layer_gradcam(compared):
 def test_method_maps_are_explain_maps(compared):
   _, config, model, variables, _ = compared
   batch = next(loader.eval_batches(config.data, 'eval', config.localize.batch_size))
-  maps, _, target = comparison.method_maps(model, variables, batch['video'])
-  last_layer = explain.explain(model, variables, batch['video'], layers=('layer4',))
+  mean, std = config.data.mean, (50.0, 60.0, 70.0)       # std 1 would hide a missing division
+  maps, _, target = comparison.method_maps(model, variables, batch['video'], mean, std)
+  # The uint8 clips normalised by numpy, as the model takes them.
+  normalised = ((batch['video'].astype(np.float32) - np.asarray(mean, np.float32))
+                / np.asarray(std, np.float32))
+  last_layer = explain.explain(model, variables, normalised, layers=('layer4',))
   np.testing.assert_array_equal(target, last_layer.target)
   assert np.ptp(np.asarray(last_layer.attention)) > 0          # not a constant map
   np.testing.assert_allclose(maps[comparison.BASELINE], last_layer.attention, atol=1e-6)
@@ -183,7 +187,8 @@ def test_clip_batches_are_split_over_the_local_devices(monkeypatch):
   # The same maps, clip for clip, as one device computes them on the unpadded batches.
   np.testing.assert_array_equal(clips['video_index'], [0, 1, 2])
   for batch, rows in zip(loader.eval_batches(config.data, 'eval', 2), (slice(0, 2), slice(2, 3))):
-    maps, _, target = real_method_maps(model, variables, batch['video'])
+    maps, _, target = real_method_maps(model, variables, batch['video'], config.data.mean,
+                                       config.data.std)
     count = rows.stop - rows.start
     np.testing.assert_array_equal(clips['target'][rows], np.asarray(target)[:count])
     for name, value in maps.items():

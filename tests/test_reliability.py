@@ -499,7 +499,8 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, reference):
 def _poison(steps):
   def on_step(step, batch):
     if step in steps:
-      batch['video'][:] = np.nan
+      # Loader clips are uint8 (no NaN): a float batch of NaN takes their place.
+      batch['video'] = np.full(batch['video'].shape, np.nan, np.float32)
   return on_step
 
 

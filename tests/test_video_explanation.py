@@ -62,7 +62,8 @@ def test_stitched_maps_are_the_clip_maps(setting, localized):
   assert all(0 <= clip['video_class_probability'] <= 1 for clip in info['clips'])
 
   # Each clip explained on its own, from the decoded file (MJPG is lossy).
-  _, normalised = sampling.center_clip(video_io.read_video(path), config.data)
+  crops = sampling.center_clip(video_io.read_video(path), config.data)
+  normalised = np.asarray(models.normalize_video(crops, config.data.mean, config.data.std))
   clips = np.stack([normalised[start:start + 8] for start in starts])
   model = building.create_model(config)
   result = explain.explain(model, weights.for_config(config, workdir).variables, clips,

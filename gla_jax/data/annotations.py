@@ -6,7 +6,7 @@ box per frame, x1/y1 exclusive), which `synthetic.export_video_folder` writes an
 the 'folder' source reads. `from_ucf101_24` converts Singh et al.'s `pyannot.pkl`
 (per video `numf` and tubes with 0-based frames and 1-based MATLAB boxes): the box
 of a frame is the union of the tubes present in it. The formats in full:
-docs/design.md (Data).
+docs/design.md (Data). Paths may be local or URIs (`gla_jax.data.storage`).
 
 References:
   Soomro, Zamir, Shah. "UCF101: A Dataset of 101 Human Actions Classes From
@@ -18,11 +18,12 @@ References:
 import json
 import math
 import numbers
-import os
 import pickle
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from gla_jax.data import storage
 
 # UCF101 videos are 320 x 240; pyannot.pkl does not store the size.
 UCF101_HEIGHT = 240
@@ -167,12 +168,12 @@ def _plain(value: Any) -> Any:
 
 def load(path: str, check: bool = True) -> Dict[str, Any]:
   """Reads an annotation file; validates it unless `check` is False."""
-  with open(path) as f:
-    try:
-      annotations = json.load(f)
-    except json.JSONDecodeError as error:
-      raise ValueError(f'{path!r} is not valid JSON ({error}); annotation files are JSON '
-                       'objects with "classes" and "videos".') from None
+  text = storage.read_text(path)
+  try:
+    annotations = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise ValueError(f'{path!r} is not valid JSON ({error}); annotation files are JSON '
+                     'objects with "classes" and "videos".') from None
   if check:
     try:
       validate(annotations)
@@ -185,11 +186,7 @@ def save(annotations: Mapping[str, Any], path: str) -> None:
   """Validates and writes an annotation dict as JSON (numpy values become plain numbers)."""
   annotations = _plain(annotations)
   validate(annotations)
-  directory = os.path.dirname(path)
-  if directory:
-    os.makedirs(directory, exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(annotations, f)
+  storage.write_text(path, json.dumps(annotations))   # Its folder is created if missing.
 
 
 def ground_truth(video: Mapping[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
@@ -216,7 +213,7 @@ def load_ucf101_24_pickle(path: str) -> Dict[str, Any]:
 
   Unpickling runs code from the file: only load files from a source you trust.
   """
-  with open(path, 'rb') as f:
+  with storage.path(path).open('rb') as f:
     return pickle.load(f, encoding='latin1')
 
 

@@ -1,7 +1,9 @@
-"""Training and evaluation batches for jit: sources read by workers, prefetched.
+"""Training and evaluation batches for jit: sources read in parallel by grain, prefetched.
 
 Batch format (a dict of numpy arrays, the same for every source and split):
-  video        float32 [B, T, S, S, 3]  RGB in [0, 255], minus `mean`, over `std`
+  video        uint8 [B, T, S, S, 3]    RGB after crop, resize and flip; the
+                                        consumer normalises it on the device
+                                        ((x - mean) / std), 4x fewer bytes to send
   label        int32 [B]                class index (0 on padding rows)
   video_index  int32 [B]                index of the source video the clip comes
                                         from (-1 on padding rows), for video-level
@@ -18,17 +20,21 @@ Batch format (a dict of numpy arrays, the same for every source and split):
 T = `num_frames`, S = `crop_size`. With `process_count` P > 1 each process gets
 its B / P rows of the global batch. The rows of training step s are a function
 of (seed, s) only (epoch permutations from (seed, epoch), augmentation from
-(seed, s, row)), so a run resumes exactly and does not depend on `workers`.
+(seed, s, row)), so a run resumes exactly and does not depend on `workers`:
+the grain stream's position (its iterator state `next_index`) is
+(s - start_step) * B / P, so the checkpoint's step is the loader's state.
 Unreadable videos: `bad_data`. Design notes: docs/design.md.
 """
-import collections
 import concurrent.futures
+import functools
 import math
-import multiprocessing
+import sys
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
+from absl import flags
 from absl import logging
 import cv2
+import grain
 import ml_collections
 import numpy as np
 
@@ -119,64 +125,51 @@ def _eval_examples(source: sources.Source, transform: sampling.ClipTransform, vi
 
 
 # ------------------------------------------------------------------------------
-# Workers, prefetching and batches.
+# Reading in parallel (grain) and batches.
 # ------------------------------------------------------------------------------
 
-# Process workers keep their source here (set once by the pool initializer) so
-# each task pickles only a few integers.
-_WORKER_STATE: Dict[str, Any] = {}
 
-
-def _init_process_worker(source: sources.Source, transform: sampling.ClipTransform) -> None:
+def _init_process_worker(worker_index: int, worker_count: int) -> None:
+  del worker_index, worker_count
   # Each process parallelises over examples already: keep cv2 single-threaded.
   cv2.setNumThreads(1)
-  _WORKER_STATE.update(source=source, transform=transform)
 
 
-def _process_train_task(*args) -> _Outcome:
-  return _train_example(_WORKER_STATE['source'], _WORKER_STATE['transform'], *args)
+def _read_in_parallel(dataset: grain.MapDataset, data_config: ml_collections.ConfigDict,
+                      buffer: int) -> grain.IterDataset:
+  """`dataset`'s elements in order, read by `data.workers` threads or processes, `buffer` ahead.
+
+  0 workers read inline, on the consumer's thread. Processes are grain's
+  (spawned, each with its own copy of the source); element i goes to worker
+  i mod workers, so the order, and every element, is the same for any count.
+  """
+  workers = int(data_config.workers)
+  if workers and data_config.worker_type == 'process':
+    # grain's workers read grain's absl flags, which the parent must have
+    # parsed: a library caller (tests, notebooks) has not run absl.app.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    inline = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    return inline.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=workers,
+                                     per_worker_buffer_size=max(1, -(-buffer // workers))),
+        worker_init_fn=_init_process_worker)
+  return dataset.to_iter_dataset(
+      grain.ReadOptions(num_threads=workers, prefetch_buffer_size=buffer if workers else 0))
 
 
-def _process_eval_task(*args) -> _Outcome:
-  return _eval_examples(_WORKER_STATE['source'], _WORKER_STATE['transform'], *args)
-
-
-class _Runner:
-  """Runs example-building tasks inline, on threads, or on spawned processes."""
-
-  def __init__(self, data_config: ml_collections.ConfigDict, source: sources.Source,
-               transform: sampling.ClipTransform):
-    # Values checked by gla_jax.validation.validate_data, which every mode runs first.
-    self.workers = int(data_config.workers)
-    self.kind = data_config.worker_type
-    self.source, self.transform = source, transform
-    self.pool = None
-    if self.workers and self.kind == 'thread':
-      self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, 'data_loader')
-    elif self.workers:
-      # Spawn, not fork: the parent may run JAX threads, which fork would copy
-      # in an undefined state.
-      self.pool = concurrent.futures.ProcessPoolExecutor(
-          self.workers, mp_context=multiprocessing.get_context('spawn'),
-          initializer=_init_process_worker, initargs=(source, transform))
-
-  def submit(self, task: Callable, process_task: Callable, *args) -> concurrent.futures.Future:
-    if self.pool is None:
-      future = concurrent.futures.Future()
-      future.set_result(task(self.source, self.transform, *args))
-      return future
-    if self.kind == 'thread':
-      return self.pool.submit(task, self.source, self.transform, *args)
-    return self.pool.submit(process_task, *args)
-
-  def close(self) -> None:
-    if self.pool is not None:
-      self.pool.shutdown(wait=False, cancel_futures=True)
+def _iterate(dataset: grain.IterDataset) -> Iterator[Batch]:
+  """Yields `dataset`'s elements; closing the generator stops grain's threads and workers."""
+  iterator = iter(dataset)
+  try:
+    yield from iterator
+  finally:
+    iterator.close()
 
 
 def _empty_batch(rows: int, transform: sampling.ClipTransform, has_boxes: bool) -> Batch:
   size, frames = transform.crop_size, transform.num_frames
-  batch = dict(video=np.zeros((rows, frames, size, size, 3), np.float32),
+  batch = dict(video=np.zeros((rows, frames, size, size, 3), np.uint8),
                label=np.zeros(rows, np.int32),
                video_index=np.full(rows, -1, np.int32),
                mask=np.zeros(rows, bool))
@@ -196,16 +189,33 @@ def _fill_row(batch: Batch, row: int, example: sampling.Example, video_index: in
     batch['present'][row] = example['present']
 
 
-def _prefetched(plans: Iterator[Any], submit: Callable, assemble: Callable,
-                prefetch: int) -> Iterator[Batch]:
-  """Submits the tasks of `prefetch` + 1 batches ahead and yields them in order."""
-  pending = collections.deque()
-  for plan in plans:
-    pending.append((plan, submit(plan)))
-    if len(pending) > prefetch:
-      yield assemble(*pending.popleft())
-  while pending:
-    yield assemble(*pending.popleft())
+class _TrainRead:
+  """Element k of this process's training stream: (step, row, outcome); picklable for workers."""
+
+  def __init__(self, source, transform, policy, seed, start_step, batch_size, rows):
+    self.source, self.transform, self.policy = source, transform, policy
+    self.seed, self.start_step, self.batch_size, self.rows = seed, start_step, batch_size, rows
+
+  def __call__(self, k: int) -> Tuple[int, int, _Outcome]:
+    step, local = divmod(int(k), len(self.rows))
+    step += self.start_step
+    row = self.rows[local]
+    epoch, offset = divmod(step * self.batch_size + row, len(self.source))
+    video = int(epoch_permutation(self.seed, epoch, len(self.source))[offset])
+    return step, row, _train_example(self.source, self.transform, video, self.seed, step, row,
+                                     self.policy)
+
+
+class _EvalRead:
+  """One evaluation batch's groups (video, local rows, starts) -> [(video, rows, outcome)]."""
+
+  def __init__(self, source, transform, policy):
+    self.source, self.transform, self.policy = source, transform, policy
+
+  def __call__(self, groups):
+    return [(video, locals_, _eval_examples(self.source, self.transform, video, starts,
+                                            self.policy))
+            for video, locals_, starts in groups]
 
 
 def _local_rows(batch_size: int, process_index: int, process_count: int) -> range:
@@ -220,9 +230,12 @@ def _local_rows(batch_size: int, process_index: int, process_count: int) -> rang
   return range(process_index * rows, (process_index + 1) * rows)
 
 
+@functools.lru_cache(maxsize=4)
 def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
-  """The order of the `size` videos in training epoch `epoch`."""
-  return np.random.default_rng([seed, _EPOCH_STREAM, epoch]).permutation(size)
+  """The order of the `size` videos in training epoch `epoch` (read-only, cached)."""
+  order = np.random.default_rng([seed, _EPOCH_STREAM, epoch]).permutation(size)
+  order.flags.writeable = False
+  return order
 
 
 def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
@@ -255,37 +268,15 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
   rows = _local_rows(batch_size, process_index, process_count)
   source = sources.create_source(data_config, 'train')
   transform = sampling.ClipTransform(data_config)
-  runner = _Runner(data_config, source, transform)
   size = len(source)
   health = health if health is not None else bad_data.DataHealth(
       'train', data_config.max_bad_fraction)
   health.attach(size, epochs_done=start_step * batch_size // size)
   policy = health.policy(int(data_config.retries))
-  permutations: Dict[int, np.ndarray] = {}
 
-  def video_of(position: int) -> int:
-    epoch, offset = divmod(position, size)
-    if epoch not in permutations:
-      permutations.clear()  # Steps only move forward: keep the current epoch(s).
-      permutations[epoch] = epoch_permutation(seed, epoch, size)
-    return int(permutations[epoch][offset])
-
-  def plans() -> Iterator[Tuple[int, List[int]]]:
-    step = start_step
-    while True:
-      yield step, [video_of(step * batch_size + row) for row in rows]
-      step += 1
-
-  def submit(plan):
-    step, videos = plan
-    return [runner.submit(_train_example, _process_train_task, video, seed, step, row, policy)
-            for video, row in zip(videos, rows)]
-
-  def assemble(plan, futures):
-    step, _ = plan
+  def assemble(elements: Sequence[Tuple[int, int, _Outcome]]) -> Batch:
     batch = _empty_batch(len(rows), transform, source.has_boxes)
-    for local, (future, row) in enumerate(zip(futures, rows)):
-      outcome = future.result()
+    for local, (step, row, outcome) in enumerate(elements):
       health.record(outcome.failures, skipped=1, epoch=(step * batch_size + row) // size)
       if outcome.value is None:
         raise health.no_readable_video()
@@ -293,10 +284,12 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
     health.end_epochs((step + 1) * batch_size // size)
     return batch
 
-  try:
-    yield from _prefetched(plans(), submit, assemble, int(data_config.prefetch))
-  finally:
-    runner.close()
+  # Element k of the (endless) stream is row k mod R of step start_step + k // R.
+  examples = grain.MapDataset.range(0, sys.maxsize).map(
+      _TrainRead(source, transform, policy, seed, start_step, batch_size, rows))
+  buffer = (int(data_config.prefetch) + 1) * len(rows)
+  stream = _read_in_parallel(examples, data_config, buffer)
+  yield from _iterate(stream.batch(len(rows), batch_fn=assemble))
 
 
 # How the processes of a multi-host run agree on the videos some could not read:
@@ -388,48 +381,40 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
   rows = _local_rows(batch_size, process_index, process_count)
   source = sources.create_source(data_config, split)
   transform = sampling.ClipTransform(data_config)
-  runner = _Runner(data_config, source, transform)
   health = bad_data.DataHealth(split, data_config.max_bad_fraction)
   health.attach(len(source))
   policy = health.policy(int(data_config.retries))
-  try:
-    clips = eval_clips(source, data_config, health, max_clips, seed, agree)
-    num_batches = math.ceil(len(clips) / batch_size)
+  clips = eval_clips(source, data_config, health, max_clips, seed, agree)
+  num_batches = math.ceil(len(clips) / batch_size)
 
-    def plans() -> Iterator[List[Tuple[int, List[int], List[int]]]]:
-      for b in range(num_batches):
-        # This process's clips of batch b, grouped into runs of one video so
-        # each video is decoded once per batch.
-        groups = []
-        for local, position in enumerate(range(b * batch_size + rows.start,
-                                               b * batch_size + rows.stop)):
-          if position >= len(clips):
-            break
-          video, start = (int(v) for v in clips[position])
-          if groups and groups[-1][0] == video:
-            groups[-1][1].append(local)
-            groups[-1][2].append(start)
-          else:
-            groups.append((video, [local], [start]))
-        yield groups
+  def batch_groups(b: int) -> List[Tuple[int, List[int], List[int]]]:
+    """This process's clips of batch b, in runs of one video (each decoded once per batch)."""
+    groups = []
+    for local, position in enumerate(range(b * batch_size + rows.start,
+                                           b * batch_size + rows.stop)):
+      if position >= len(clips):
+        break
+      video, start = (int(v) for v in clips[position])
+      if groups and groups[-1][0] == video:
+        groups[-1][1].append(local)
+        groups[-1][2].append(start)
+      else:
+        groups.append((video, [local], [start]))
+    return groups
 
-    def submit(groups):
-      return [runner.submit(_eval_examples, _process_eval_task, video, starts, policy)
-              for video, _, starts in groups]
+  def assemble(read_groups) -> Batch:
+    batch = _empty_batch(len(rows), transform, source.has_boxes)
+    for video, locals_, outcome in read_groups:
+      # The clips of an unreadable video stay padding rows (mask False).
+      health.record(outcome.failures, skipped=len(locals_))
+      for local, example in zip(locals_, outcome.value or ()):
+        _fill_row(batch, local, example, video)
+    return batch
 
-    def assemble(groups, futures):
-      batch = _empty_batch(len(rows), transform, source.has_boxes)
-      for (video, locals_, _), future in zip(groups, futures):
-        outcome = future.result()
-        # The clips of an unreadable video stay padding rows (mask False).
-        health.record(outcome.failures, skipped=len(locals_))
-        for local, example in zip(locals_, outcome.value or ()):
-          _fill_row(batch, local, example, video)
-      return batch
-
-    yield from _prefetched(plans(), submit, assemble, int(data_config.prefetch))
-    if health.skipped:
-      logging.warning('Evaluation of %r left out %d clips of %d unreadable videos: %s.', split,
-                      health.skipped, len(health.unreadable), ', '.join(health.unreadable))
-  finally:
-    runner.close()
+  plans = grain.MapDataset.source([batch_groups(b) for b in range(num_batches)])
+  stream = _read_in_parallel(plans.map(_EvalRead(source, transform, policy)), data_config,
+                             int(data_config.prefetch) + 1)
+  yield from _iterate(stream.map(assemble))
+  if health.skipped:
+    logging.warning('Evaluation of %r left out %d clips of %d unreadable videos: %s.', split,
+                    health.skipped, len(health.unreadable), ', '.join(health.unreadable))

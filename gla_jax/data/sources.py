@@ -5,12 +5,13 @@ Three sources (`config.data.source`):
   'folder'     video files `<root>/<class>/<file>` (UCF101/HMDB51 layout, or a
                folder written by `synthetic.export_video_folder`), decoded with
                `gla_jax.data.video_io`; optional UCF101 split files and annotations;
+               the folder may be a URI (`gla_jax.data.storage`: gs://...), whose
+               videos are then copied to a local temporary file for each read;
   'tfds'       a dataset prepared by TensorFlow Datasets (`ucf101/ucf101_1` by
                default), its ArrayRecord files read without TensorFlow
                (`gla_jax.data.tfds_prepared`).
 """
 import abc
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
@@ -19,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from gla_jax.data import annotations as annotations_lib
+from gla_jax.data import storage
 from gla_jax.data import synthetic
 from gla_jax.data import synthetic_scenes
 from gla_jax.data import synthetic_settings
@@ -100,25 +102,24 @@ class SyntheticSource(Source):
 
 
 def _resolve(path: str, folder: str) -> str:
-  return path if os.path.isabs(path) else os.path.join(folder, path)
+  return path if storage.is_absolute(path) else storage.join(folder, path)
 
 
 def _read_split_file(path: str) -> List[Tuple[str, Optional[int]]]:
   """(relative path, 1-based label or None) per non-empty line."""
-  if not os.path.isfile(path):
+  if not storage.is_file(path):
     raise FileNotFoundError(f'Split file {path!r} does not exist; set '
                             'train_split_file/eval_split_file to an existing list or '
                             "'' to use every video of the folder.")
   entries = []
-  with open(path) as f:
-    for line_number, line in enumerate(f, 1):
-      fields = line.split()
-      if not fields:
-        continue
-      if len(fields) > 2 or (len(fields) == 2 and not fields[1].lstrip('-').isdigit()):
-        raise ValueError(f'{path}:{line_number}: expected "<class>/<file> [label]", '
-                         f'got {line.strip()!r}.')
-      entries.append((fields[0], int(fields[1]) if len(fields) == 2 else None))
+  for line_number, line in enumerate(storage.read_text(path).splitlines(), 1):
+    fields = line.split()
+    if not fields:
+      continue
+    if len(fields) > 2 or (len(fields) == 2 and not fields[1].lstrip('-').isdigit()):
+      raise ValueError(f'{path}:{line_number}: expected "<class>/<file> [label]", '
+                       f'got {line.strip()!r}.')
+    entries.append((fields[0], int(fields[1]) if len(fields) == 2 else None))
   if not entries:
     raise ValueError(f'Split file {path!r} lists no video; check the file.')
   return entries
@@ -127,11 +128,10 @@ def _read_split_file(path: str) -> List[Tuple[str, Optional[int]]]:
 def _read_class_index(path: str) -> List[str]:
   """Class names of a UCF101 classInd.txt ("<label 1-based> <name>" lines)."""
   pairs = []
-  with open(path) as f:
-    for line in f:
-      fields = line.split()
-      if fields:
-        pairs.append((int(fields[0]), fields[1]))
+  for line in storage.read_text(path).splitlines():
+    fields = line.split()
+    if fields:
+      pairs.append((int(fields[0]), fields[1]))
   pairs.sort()
   if [label for label, _ in pairs] != list(range(1, len(pairs) + 1)):
     raise ValueError(f'{path!r}: labels must be 1..{len(pairs)}, each once.')
@@ -155,7 +155,7 @@ class FolderSource(Source):
       raise ValueError("data.source='folder' needs data.root (and data.eval_root "
                        'when the eval videos are in another folder); set it to the '
                        'folder holding <class>/<video> files.')
-    if not os.path.isdir(folder):
+    if not storage.is_dir(folder):
       raise FileNotFoundError(f'Video folder {folder!r} (data.root/eval_root) does not exist.')
     self.folder = folder
     split_file = data_config.train_split_file if split == 'train' else data_config.eval_split_file
@@ -163,12 +163,12 @@ class FolderSource(Source):
     annotations = None
     if data_config.annotations:
       annotations_path = _resolve(data_config.annotations, folder)
-      if not os.path.isfile(annotations_path):
+      if not storage.is_file(annotations_path):
         raise FileNotFoundError(f'Annotation file {annotations_path!r} (data.annotations) '
                                 "does not exist; fix the path or set '' for none.")
     else:
-      annotations_path = os.path.join(folder, 'annotations.json')
-    if os.path.isfile(annotations_path):
+      annotations_path = storage.join(folder, 'annotations.json')
+    if storage.is_file(annotations_path):
       # Validated: a box outside its frame or a wrong frame count is named here,
       # not met later as a wrong crop or an index error.
       annotations = annotations_lib.load(annotations_path)
@@ -187,7 +187,7 @@ class FolderSource(Source):
       entries = [(video['path'], None) for video in annotations['videos']]
     else:
       entries = [(f'{name}/{file}', None) for name in self.class_names
-                 for file in sorted(os.listdir(os.path.join(folder, name)))
+                 for file in sorted(storage.list_names(storage.join(folder, name)))
                  if file.lower().endswith(VIDEO_EXTENSIONS)]
     if not entries:
       raise ValueError(f'No video found in {folder!r}; expected <class>/<file> with one '
@@ -219,14 +219,14 @@ class FolderSource(Source):
   def _class_names(self, annotations, split_path) -> List[str]:
     if annotations is not None:
       return list(annotations['classes'])
-    candidates = [os.path.join(self.folder, 'classInd.txt')]
+    candidates = [storage.join(self.folder, 'classInd.txt')]
     if split_path:
-      candidates.append(os.path.join(os.path.dirname(split_path), 'classInd.txt'))
+      candidates.append(storage.join(storage.path(split_path).parent, 'classInd.txt'))
     for candidate in candidates:
-      if os.path.isfile(candidate):
+      if storage.is_file(candidate):
         return _read_class_index(candidate)
-    names = sorted(name for name in os.listdir(self.folder)
-                   if os.path.isdir(os.path.join(self.folder, name)))
+    names = sorted(entry.name for entry in storage.path(self.folder).iterdir()
+                   if entry.is_dir())
     if not names:
       raise ValueError(f'{self.folder!r} has no class sub-folders; expected '
                        '<root>/<class>/<video files>.')
@@ -236,7 +236,7 @@ class FolderSource(Source):
     return len(self.paths)
 
   def path(self, index: int) -> str:
-    return os.path.join(self.folder, *self.paths[index].split('/'))
+    return storage.join(self.folder, *self.paths[index].split('/'))
 
   def describe(self, index: int) -> str:
     return self.path(index)
@@ -249,15 +249,17 @@ class FolderSource(Source):
     if annotation is not None:
       return int(annotation['num_frames'])
     if index not in self._frame_counts:
-      count = video_io.video_info(self.path(index)).num_frames
-      if count <= 0:  # Header without a count: decode once to know.
-        count = len(video_io.read_video(self.path(index)))
+      with storage.local_copy(self.path(index)) as local:   # OpenCV reads local files only.
+        count = video_io.video_info(local).num_frames
+        if count <= 0:  # Header without a count: decode once to know.
+          count = len(video_io.read_video(local))
       self._frame_counts[index] = count
     return self._frame_counts[index]
 
   def load(self, index: int, frame_indices: np.ndarray) -> Example:
     first, last = int(frame_indices.min()), int(frame_indices.max())
-    frames = video_io.read_video(self.path(index), max_frames=last - first + 1, start=first)
+    with storage.local_copy(self.path(index)) as local:   # PyAV/OpenCV read local files only.
+      frames = video_io.read_video(local, max_frames=last - first + 1, start=first)
     # The header count may overstate what decodes in a non-strict world; wrap
     # like the loop padding rather than index past the end.
     video = frames[(frame_indices - first) % len(frames)]

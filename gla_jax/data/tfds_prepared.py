@@ -9,10 +9,13 @@ it: `dataset_info.json` (splits, shard lengths, file format), `features.json`
 shards of serialized `tf.train.Example`s. They are read here with TFDS's parts that
 need no TensorFlow (name parsing, split arithmetic, the Example proto) and
 `array_record`; a video's frames stay encoded until a clip decodes the ones it uses.
+The data_dir may be a URI: the metadata is read through `gla_jax.data.storage`
+(etils.epath), the shards by array_record's own reader (which reaches gs://).
 """
 import json
-import os
 from typing import List, Optional, Tuple
+
+from gla_jax.data import storage
 
 DATASET_INFO = 'dataset_info.json'
 FEATURES = 'features.json'
@@ -35,9 +38,10 @@ def _builder_class(dataset: str):
 def _versions(config_dir: str) -> List[str]:
   """The versions prepared in `config_dir`, newest first."""
   tfds = _tfds()
-  found = [entry for entry in (os.listdir(config_dir) if os.path.isdir(config_dir) else [])
+  found = [entry for entry in (storage.list_names(config_dir) if storage.is_dir(config_dir)
+                               else [])
            if tfds.core.Version.is_valid(entry)
-           and os.path.isfile(os.path.join(config_dir, entry, DATASET_INFO))]
+           and storage.is_file(storage.join(config_dir, entry, DATASET_INFO))]
   return sorted(found, key=tfds.core.Version, reverse=True)
 
 
@@ -63,28 +67,28 @@ def find(name: str, data_dir: str) -> Tuple[str, str]:
   tfds = _tfds()
   dataset_name, kwargs = tfds.core.naming.parse_builder_name_kwargs(name)
   dataset, config, version = dataset_name.name, kwargs.get('config'), kwargs.get('version')
-  dataset_dir = os.path.join(data_dir, dataset)
+  dataset_dir = storage.join(data_dir, dataset)
   if not config:
     builder_class = _builder_class(dataset)
     if builder_class is not None and builder_class.BUILDER_CONFIGS:
       config = builder_class.default_builder_config.name
-    elif os.path.isfile(os.path.join(dataset_dir, '.config', 'metadata.json')):
-      with open(os.path.join(dataset_dir, '.config', 'metadata.json')) as f:
-        config = json.load(f).get('default_config_name')
-  config_dir = os.path.join(dataset_dir, config) if config else dataset_dir
+    elif storage.is_file(storage.join(dataset_dir, '.config', 'metadata.json')):
+      config = json.loads(storage.read_text(
+          storage.join(dataset_dir, '.config', 'metadata.json'))).get('default_config_name')
+  config_dir = storage.join(dataset_dir, config) if config else dataset_dir
   versions = _versions(config_dir)
   if version:
     versions = [v for v in versions if tfds.core.Version(v).match(str(version))]
   if not versions:
-    listed = config_dir if os.path.isdir(config_dir) else dataset_dir   # versions, else configs
-    prepared = sorted(entry for entry in os.listdir(listed)
-                      if not entry.startswith('.')) if os.path.isdir(listed) else []
+    listed = config_dir if storage.is_dir(config_dir) else dataset_dir  # versions, else configs
+    prepared = sorted(entry for entry in storage.list_names(listed)
+                      if not entry.startswith('.')) if storage.is_dir(listed) else []
     raise FileNotFoundError(
         f'No prepared {dataset}{"/" + config if config else ""}'
         f'{":" + str(version) if version else ""} in {config_dir!r}'
         f'{f" (in {listed!r}: {prepared})" if prepared else ""}.')
   resolved = f'{dataset}{"/" + config if config else ""}:{versions[0]}'
-  return os.path.join(config_dir, versions[0]), resolved
+  return storage.join(config_dir, versions[0]), resolved
 
 
 class PreparedSplit:
@@ -118,8 +122,8 @@ class PreparedSplit:
 
   @staticmethod
   def _read_features(builder_dir: str) -> Tuple[Tuple[Optional[int], ...], str, List[str]]:
-    with open(os.path.join(builder_dir, FEATURES)) as f:
-      features = json.load(f).get('featuresDict', {}).get('features', {})
+    features = json.loads(storage.read_text(storage.join(builder_dir, FEATURES))).get(
+        'featuresDict', {}).get('features', {})
     video, label = features.get('video', {}), features.get('label', {})
     if 'video' not in video or 'classLabel' not in label:
       raise ValueError(f'{builder_dir!r}: expected a `video` feature (tfds.features.Video) and '
@@ -128,10 +132,10 @@ class PreparedSplit:
       raise ValueError(f'{builder_dir!r}: video frames of dtype {video["video"]["dtype"]}; '
                        'only uint8 frames are read.')
     shape = tuple(None if int(d) < 0 else int(d) for d in video['video']['shape']['dimensions'])
-    names_path = os.path.join(builder_dir, 'label.labels.txt')
-    if os.path.isfile(names_path):
-      with open(names_path) as f:
-        names = [line.strip() for line in f if line.strip()]
+    names_path = storage.join(builder_dir, 'label.labels.txt')
+    if storage.is_file(names_path):
+      names = [line.strip() for line in storage.read_text(names_path).splitlines()
+               if line.strip()]
     else:
       names = [f'class_{k}' for k in range(int(label['classLabel']['numClasses']))]
     return shape, video['video'].get('encodingFormat', 'png'), names

@@ -361,5 +361,6 @@ def check_clips(video: Any) -> None:
                      'sampling.eval_frame_indices.')
   if not jnp.issubdtype(video.dtype, jnp.floating):
     raise TypeError(f'Clips must be floating point, normalised as in training ((x - data.mean) '
-                    f'/ data.std); got {video.dtype}. For uint8 frames use '
-                    'sampling.center_clip(frames, config.data)[1].')
+                    f'/ data.std); got {video.dtype}. Normalise uint8 clips (from the loader '
+                    'or sampling.center_clip) with models.normalize_video(video, '
+                    'config.data.mean, config.data.std).')

@@ -7,8 +7,7 @@ LayerCAM and Grad-CAM++ of all stages, and a gated model's attention gates.
 They all come from one forward and backward pass per batch, each map exactly
 as `explain.explain` makes it. `compare` chooses each method's box threshold
 on the clips of held-out videos and reports those of the other videos (Choe
-et al. 2020), with
-deletion/insertion curves (RISE); the protocol is in docs/design.md section 8.
+et al. 2020), with deletion/insertion curves (RISE); the protocol is in docs/design.md section 8.
 Writing the table, JSON and pictures is `gla_jax.outputs.comparison_report`.
 
 References:
@@ -34,6 +33,7 @@ from gla_jax import models
 from gla_jax.explain import attention
 from gla_jax.explain import loc_metrics
 from gla_jax.explain import perturbation
+from gla_jax.models import input_normalization
 
 BASELINE = f'gradcam:{models.STAGE_NAMES[-1]}'
 AGGREGATIONS = ('mean', 'max', 'product')
@@ -95,8 +95,9 @@ def _gate_stages(model: models.ResNeXt3D) -> Tuple[str, ...]:
 # ----------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=8)
-def _compiled_method_maps(model: models.ResNeXt3D, pooling: str, normalization: str):
-  """The jitted `(variables, video) -> (maps, logits, target)` of `method_maps`."""
+def _compiled_method_maps(model: models.ResNeXt3D, pooling: str, normalization: str,
+                          mean: Tuple[float, ...], std: Tuple[float, ...]):
+  """The jitted `(variables, uint8 video) -> (maps, logits, target)` of `method_maps`."""
   # layer_map would take any other pooling for 'time'; normalize checks its own option.
   if pooling not in attention.POOLINGS:
     raise ValueError(f'Unknown pooling {pooling!r} (config.explain.pooling); choose one of '
@@ -105,6 +106,7 @@ def _compiled_method_maps(model: models.ResNeXt3D, pooling: str, normalization: 
   gate_stages = _gate_stages(model)
 
   def method_maps_fn(variables, video):
+    video = models.normalize_video(video, mean, std)
     logits, target, activations, gradients = attention.tap_gradients(model, variables, video)
     size = video.shape[1:4]
 
@@ -134,14 +136,16 @@ def _compiled_method_maps(model: models.ResNeXt3D, pooling: str, normalization: 
 
 
 def method_maps(model: models.ResNeXt3D, variables: Dict[str, Any], video: Any,
-                pooling: str = 'global', normalization: str = 'minmax'
+                mean: Sequence[float], std: Sequence[float], pooling: str = 'global',
+                normalization: str = 'minmax'
                 ) -> Tuple[Dict[str, jax.Array], jax.Array, jax.Array]:
   """Every method's maps of a batch of clips, from one forward and backward pass.
 
   Args:
     model: a `models.ResNeXt3D`.
     variables: `{'params', 'batch_stats'}`.
-    video: [B, T, H, W, 3] normalised clips.
+    video: uint8 [B, T, H, W, 3] clips (the loader's), normalised on the device
+      with `mean` and `std` (`config.data`).
     pooling, normalization: `explain.explain`'s per-layer options.
 
   Returns:
@@ -149,8 +153,10 @@ def method_maps(model: models.ResNeXt3D, variables: Dict[str, Any], video: Any,
     explained (argmax) class [B]). Compiled once per model, options and shape.
   """
   video = jnp.asarray(video)
-  attention.check_clips(video)
-  return _compiled_method_maps(model, pooling, normalization)(variables, video)
+  attention.check_clips(jax.ShapeDtypeStruct(video.shape, jnp.float32))   # Shape messages.
+  input_normalization.check_uint8_clips(video, 'method_maps')
+  constants = tuple(map(float, mean)), tuple(map(float, std))
+  return _compiled_method_maps(model, pooling, normalization, *constants)(variables, video)
 
 
 @functools.lru_cache(maxsize=8)
@@ -174,15 +180,14 @@ def target_probability(model: models.ResNeXt3D, variables: Dict[str, Any],
   return lambda clips: probability(variables, clips, target)
 
 
-
 # ----------------------------------------------------------------------------
 # Clips.
 # ----------------------------------------------------------------------------
 
 def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
                   batches: Iterable[Mapping[str, Any]], wanted: int, batch_size: int,
-                  pooling: str = 'global', normalization: str = 'minmax',
-                  progress: Progress = None) -> Dict[str, Any]:
+                  mean: Sequence[float], std: Sequence[float], pooling: str = 'global',
+                  normalization: str = 'minmax', progress: Progress = None) -> Dict[str, Any]:
   """Every method's maps of the first `wanted` clips (rows with `mask` True) of `batches`.
 
   Args:
@@ -193,11 +198,12 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
       `eval_batches` of a split with ground-truth boxes; not closed here.
     wanted: how many clips to take (>= 1).
     batch_size: the clips of each batch.
+    mean, std: `config.data`'s, normalising the uint8 clips on the device.
     pooling, normalization: `explain.explain`'s per-layer options.
     progress: a progress-bar factory (see `Progress`).
 
   Returns:
-    {'video' [N, T, S, S, 3] normalised, 'boxes' [N, T, 4], 'present' [N, T],
+    {'video' uint8 [N, T, S, S, 3], 'boxes' [N, T, 4], 'present' [N, T],
     'label', 'video_index', 'target' (explained class), 'probability' (of
     it) [N], 'maps' {method: [N, T, S, S]}}, numpy.
   """
@@ -207,7 +213,8 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
   collected = 0
   try:
     for batch in batches:
-      maps, logits, target = method_maps(model, variables, batch['video'], pooling, normalization)
+      maps, logits, target = method_maps(model, variables, batch['video'], mean, std, pooling,
+                                         normalization)
       rows = np.flatnonzero(np.asarray(batch['mask'], bool))[:wanted - collected]
       probability = np.asarray(jax.nn.softmax(logits, axis=-1))
       target = np.asarray(target)
@@ -260,9 +267,12 @@ def split_clips(video_index: Sequence[int], held_out_fraction: float, seed: int
 
 def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
                         clips: Dict[str, Any], indices: Sequence[int], steps: int,
-                        batch_size: int, progress: Progress = None
+                        batch_size: int, mean: Sequence[float], std: Sequence[float],
+                        progress: Progress = None
                         ) -> Dict[str, List[Dict[str, perturbation.Curve]]]:
   """`perturbation.deletion_insertion` of every method on the clips `indices`.
+
+  The uint8 clips are normalised on the device first ('zeros' = the mean colour).
 
   Returns:
     {method: one {'deletion', 'insertion'} per index, in order}.
@@ -272,14 +282,14 @@ def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
   try:
     for index in indices:
       score_fn = target_probability(model, variables, int(clips['target'][index]))
+      video = np.asarray(models.normalize_video(clips['video'][index], mean, std))
       for name, maps in clips['maps'].items():
         curves[name].append(perturbation.deletion_insertion(
-            score_fn, clips['video'][index], maps[index], steps=steps, batch_size=batch_size))
+            score_fn, video, maps[index], steps=steps, batch_size=batch_size))
       bar.update(1)
   finally:
     bar.close()
   return curves
-
 
 
 # ----------------------------------------------------------------------------
@@ -358,7 +368,6 @@ def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float) -> Tuple[s
   return best, ' '.join(sentences)
 
 
-
 # ----------------------------------------------------------------------------
 # The whole comparison.
 # ----------------------------------------------------------------------------
@@ -369,7 +378,7 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
   """Every method's thresholds and metrics on `clips` (`collect_clips` of `model`).
 
   Args:
-    config: the whole config (`localize`, `explain`, `eval.split`).
+    config: the whole config (`localize`, `explain`, `eval.split`, `data.mean`, `data.std`).
     model, variables: the network the clips were explained with.
     clips: `collect_clips`'s output.
     progress: a progress-bar factory (see `Progress`) for the curves.
@@ -397,7 +406,8 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
   if steps > 0:
     curve_count = min(int(settings.curve_clips) or len(reported), len(reported))
   curves = (perturbation_curves(model, variables, clips, reported[:curve_count], steps,
-                                int(settings.batch_size), progress) if curve_count else {})
+                                int(settings.batch_size), config.data.mean, config.data.std,
+                                progress) if curve_count else {})
 
   def ground_truth(indices):
     return dict(boxes=clips['boxes'][indices], present=clips['present'][indices])

@@ -8,8 +8,10 @@ each frame, so there is one map per input frame; each clip explains its own
 argmax class. Reading the video and writing its files is
 `gla_jax.video_explanation`; the reasoning is in docs/design.md section 1.3.
 
-The whole video and every clip map are held in memory (float32 T x S x S per
-clip and map): minutes of video at 112 px take gigabytes.
+The whole video (uint8, the model's crop of every frame) and every clip map
+(float32 T x S x S per clip and map) are held in memory: minutes of video at
+112 px take gigabytes. Clips cross to the device as uint8 and are normalised
+there (`models.normalize_video`).
 """
 import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -23,8 +25,11 @@ from gla_jax import models
 from gla_jax.data import sampling
 from gla_jax.explain import attention
 from gla_jax.explain import localize
+from gla_jax.models import input_normalization
 
 VIDEO_SCORES = ('mean', 'max')
+# uint8 clips -> float32 model input, on the device (the batch's sharding kept).
+_normalize = jax.jit(models.normalize_video, static_argnames=('mean', 'std'))
 
 def video_scores(probabilities: np.ndarray, rule: str) -> np.ndarray:
   """Per-class scores [C] of a video from its clips' probabilities [N, C].
@@ -77,22 +82,28 @@ def place_variables(variables: Dict[str, Any], mesh: Optional[Mesh] = None) -> D
 
 
 def explain_clips(model: models.ResNeXt3D, variables: Dict[str, Any], clips: np.ndarray,
-                  explain_config: ml_collections.ConfigDict,
+                  config: ml_collections.ConfigDict,
                   mesh: Optional[Mesh] = None) -> Dict[str, np.ndarray]:
-  """Explains float32 clips [N, T, S, S, 3] in batches of `explain_config.batch_size`.
+  """Explains uint8 clips [N, T, S, S, 3] in batches of `config.explain.batch_size`.
 
-  The variables go to the device(s) once (`place_variables`). The last batch is
-  padded to the full size so every batch reuses one compiled function. With a
-  1-D `mesh` (over this process's devices) each batch is split over its
-  devices, data parallel: the batch size is rounded up to a multiple of the
-  device count and the padding rows are dropped; the maps are those of one
-  device.
+  Each batch crosses to the device as uint8 and is normalised there with
+  `config.data.mean` and `std`; `config.explain` holds the explanation's
+  options. The variables go to the device(s) once (`place_variables`). The
+  last batch is padded to the full size so every batch reuses one compiled
+  function. With a 1-D `mesh` (over this process's devices) each batch is
+  split over its devices, data parallel: the batch size is rounded up to a
+  multiple of the device count and the padding rows are dropped; the maps are
+  those of one device.
 
   Returns:
     numpy arrays: `attention` [N, T, S, S], `layer/<name>` per layer (global
     first, in `explain`'s order), `gate/<stage>` for a gated model, `logits`
     [N, K], `target` [N], `has_signal` [N].
   """
+  clips = np.asarray(clips)
+  input_normalization.check_uint8_clips(clips, 'explain_clips')
+  explain_config = config.explain
+  mean, std = tuple(map(float, config.data.mean)), tuple(map(float, config.data.std))
   batch_size = int(explain_config.batch_size)
   batch_sharding = None
   if mesh is not None:
@@ -107,12 +118,12 @@ def explain_clips(model: models.ResNeXt3D, variables: Dict[str, Any], clips: np.
     rows = len(batch)
     if rows < batch_size:
       batch = np.concatenate([batch, np.zeros((batch_size - rows, *batch.shape[1:]), batch.dtype)])
-    if batch_sharding is not None:
-      batch = jax.device_put(batch, batch_sharding)
-    result = attention.explain(model, variables, batch, method=explain_config.method,
-                             layers=layers, aggregate=explain_config.aggregate,
-                             pooling=explain_config.pooling,
-                             normalization=explain_config.normalization)
+    batch = jax.device_put(batch, batch_sharding)          # None: the default device
+    result = attention.explain(model, variables, _normalize(batch, mean=mean, std=std),
+                               method=explain_config.method, layers=layers,
+                               aggregate=explain_config.aggregate,
+                               pooling=explain_config.pooling,
+                               normalization=explain_config.normalization)
     pieces = dict(attention=result.attention, logits=result.logits, target=result.target,
                   has_signal=result.has_signal,
                   **{f'layer/{name}': result.layer_maps[name] for name in result.layer_names},
@@ -224,7 +235,7 @@ class VideoExplanation:
   in_segment: Optional[np.ndarray] = None
 
 
-def explain_video(model: models.ResNeXt3D, variables: Dict[str, Any], normalised: np.ndarray,
+def explain_video(model: models.ResNeXt3D, variables: Dict[str, Any], frames: np.ndarray,
                   config: ml_collections.ConfigDict, video_score: str,
                   weight_by_video_class: bool, region: Tuple[int, int, int],
                   with_localization: bool = True, mesh: Optional[Mesh] = None
@@ -233,8 +244,8 @@ def explain_video(model: models.ResNeXt3D, variables: Dict[str, Any], normalised
 
   Args:
     model, variables: the network and its `{'params', 'batch_stats'}`.
-    normalised: float32 [F, S, S, 3] every frame as the model takes it
-      (`sampling.center_clip`).
+    frames: uint8 [F, S, S, 3] every frame's crop at the model's size
+      (`sampling.center_clip`), normalised on the device.
     config: the whole config (`data.num_frames`, `explain`, `localize`).
     video_score: how the clips' probabilities make the video's class
       (`VIDEO_SCORES`).
@@ -248,11 +259,11 @@ def explain_video(model: models.ResNeXt3D, variables: Dict[str, Any], normalised
   Returns:
     A `VideoExplanation`.
   """
-  num_frames = len(normalised)
+  num_frames = len(frames)
   clip_frames = int(config.data.num_frames)
   stride = clip_stride(config)
   starts, indices = sliding_clips(num_frames, clip_frames, stride)
-  result = explain_clips(model, variables, normalised[indices], config.explain, mesh)
+  result = explain_clips(model, variables, frames[indices], config, mesh)
   probabilities = np.asarray(jax.nn.softmax(result['logits'], axis=-1))
   scores = video_scores(probabilities, video_score)
   video_target = int(scores.argmax())

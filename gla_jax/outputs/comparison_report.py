@@ -7,12 +7,12 @@ its predicted boxes in white and the ground truth in green.
 """
 import json
 import math
-import os
 from typing import Any, Dict, List, Sequence
 
 import ml_collections
 import numpy as np
 
+from gla_jax.data import storage
 from gla_jax.explain import comparison
 from gla_jax.explain import localize
 from gla_jax.outputs import pictures
@@ -84,7 +84,7 @@ def write_pictures(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[
   settings = config.localize
   paths = []
   for index in indices:
-    frames = pictures.denormalize(clips['video'][index], config.data.mean, config.data.std)
+    frames = clips['video'][index]                  # uint8 RGB, as the loader gives them
     rows, boxes = {}, {}
     for name in order:
       row = name.replace(':', '\n')         # Two short lines fit the panel's label column.
@@ -96,7 +96,7 @@ def write_pictures(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[
              f'p={clips["probability"][index]:.2f}; white predicted, green truth')
     image = pictures.panel(frames, rows, title=title, boxes=boxes,
                            gt_boxes=clips['boxes'][index])
-    path = os.path.join(out_dir, f'clip_{index}.png')
+    path = storage.join(out_dir, f'clip_{index}.png')
     pictures.write_image(path, image)
     paths.append(path)
   return paths
@@ -108,7 +108,7 @@ def write(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[str, Any]
 
   Args:
     out_dir: the folder (created if missing), `<workdir>/OUTPUT_DIR`.
-    config: the whole config (`localize`, `data.mean`, `data.std`).
+    config: the whole config (`localize`).
     clips: `comparison.collect_clips`'s output.
     result: `comparison.compare`'s output; receives 'files' (the paths of
       the JSON, the Markdown and the pictures), which the JSON includes.
@@ -117,14 +117,12 @@ def write(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[str, Any]
   Returns:
     result['files'].
   """
-  os.makedirs(out_dir, exist_ok=True)
+  storage.make_dirs(out_dir)
   shown = result['reported_clips'][:max(int(config.localize.num_pictures), 0)]
   picture_paths = write_pictures(out_dir, config, clips, result['methods'], result['order'],
                                  shown, names)
-  result['files'] = dict(json=os.path.join(out_dir, JSON_FILE),
-                         markdown=os.path.join(out_dir, MARKDOWN_FILE), pictures=picture_paths)
-  with open(result['files']['markdown'], 'w') as f:
-    f.write(markdown(result))
-  with open(result['files']['json'], 'w') as f:
-    json.dump(_json_ready(result), f, indent=1)
+  result['files'] = dict(json=storage.join(out_dir, JSON_FILE),
+                         markdown=storage.join(out_dir, MARKDOWN_FILE), pictures=picture_paths)
+  storage.write_text(result['files']['markdown'], markdown(result))
+  storage.write_text(result['files']['json'], json.dumps(_json_ready(result), indent=1))
   return result['files']

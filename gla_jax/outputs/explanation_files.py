@@ -4,7 +4,11 @@
 `layers/`, `panel_<k>.png`, `clips.json`); `write_localization` what a
 localized one adds (`localization.json`, the overlay video and GIF). The list
 of files and their fields is `gla_jax.video_explanation.explain_video_file`'s.
+The folder may be a URI (`gla_jax.data.storage`); the overlay video and GIF,
+which PyAV/OpenCV and Pillow write to local files only, then go through a
+local temporary file.
 """
+import io
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -12,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import ml_collections
 import numpy as np
 
+from gla_jax.data import storage
 from gla_jax.data import video_io
 from gla_jax.explain import long_video
 from gla_jax.outputs import pictures
@@ -24,7 +29,14 @@ _CODEC_EXTENSIONS = {'mp4v': '.mp4', 'avc1': '.mp4', 'MJPG': '.avi', 'XVID': '.a
 def output_dir(workdir: str, video_path: str, with_localization: bool) -> str:
   """`<workdir>/localize/<name>/` with localization, else `<workdir>/explain/<name>/`."""
   name = os.path.splitext(os.path.basename(video_path))[0]
-  return os.path.join(workdir, 'localize' if with_localization else 'explain', name)
+  return storage.join(workdir, 'localize' if with_localization else 'explain', name)
+
+
+def _save_array(path: str, array: np.ndarray) -> None:
+  """`np.save` to a local file or a URI (the .npy bytes written in one go)."""
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  storage.path(path).write_bytes(buffer.getvalue())
 
 
 def _panel_clips(num_clips: int, max_panels: int) -> List[int]:
@@ -88,13 +100,13 @@ def write_explanation(out_dir: str, config: ml_collections.ConfigDict, video_pat
   """
   stitched, result = explanation.stitched, explanation.clips
   starts, indices, clip_frames = explanation.starts, explanation.indices, explanation.clip_frames
-  os.makedirs(os.path.join(out_dir, 'layers'), exist_ok=True)
-  np.save(os.path.join(out_dir, 'attention.npy'), stitched['attention'])
+  storage.make_dirs(storage.join(out_dir, 'layers'))
+  _save_array(storage.join(out_dir, 'attention.npy'), stitched['attention'])
   for key, volume in stitched.items():
     kind, _, layer = key.partition('/')
     if kind in ('layer', 'gate'):
       filename = layer if kind == 'layer' else f'gate_{layer}'
-      np.save(os.path.join(out_dir, 'layers', filename + '.npy'), volume)
+      _save_array(storage.join(out_dir, 'layers', filename + '.npy'), volume)
 
   targets = result['target'].astype(int)
   probabilities = explanation.probabilities
@@ -105,15 +117,14 @@ def write_explanation(out_dir: str, config: ml_collections.ConfigDict, video_pat
     boxes = None if loc is None else {'frames': loc.boxes[indices[k]]}
     title = (f'frames {starts[k]}-{starts[k] + clip_frames - 1}: {names[targets[k]]} '
              f'p={probabilities[k, targets[k]]:.2f}')
-    pictures.write_image(os.path.join(out_dir, f'panel_{k}.png'),
+    pictures.write_image(storage.join(out_dir, f'panel_{k}.png'),
                          pictures.panel(crops[indices[k]], maps, title=title, boxes=boxes))
-  with open(os.path.join(out_dir, 'clips.json'), 'w') as f:
-    json.dump(dict(video=os.path.abspath(video_path), num_frames=explanation.num_frames,
-                   crop_size=int(config.data.crop_size),
-                   crop_region=dict(zip(('x0', 'y0', 'side'), region)),
-                   clip_frames=clip_frames, clip_stride=explanation.stride,
-                   video_class=video_class_record(explanation, names),
-                   clips=clip_info, explain=config.explain.to_dict()), f, indent=1)
+  storage.write_text(storage.join(out_dir, 'clips.json'), json.dumps(dict(
+      video=storage.absolute(video_path), num_frames=explanation.num_frames,
+      crop_size=int(config.data.crop_size), crop_region=dict(zip(('x0', 'y0', 'side'), region)),
+      clip_frames=clip_frames, clip_stride=explanation.stride,
+      video_class=video_class_record(explanation, names),
+      clips=clip_info, explain=config.explain.to_dict()), indent=1))
   return clip_info
 
 
@@ -143,19 +154,18 @@ def write_localization(out_dir: str, config: ml_collections.ConfigDict, video_pa
                     in_segment=bool(in_segment[t]), mass=round(float(loc.frame_mass[t]), 4),
                     class_name=names[targets[nearest[t]]])
                for t in range(num_frames)]
-  with open(os.path.join(out_dir, 'localization.json'), 'w') as f:
-    json.dump(dict(video=os.path.abspath(video_path), num_frames=num_frames, height=height,
-                   width=width, fps=fps,
-                   crop_region=dict(zip(('x0', 'y0', 'side'), region)),
-                   crop_size=int(config.data.crop_size),
-                   settings={key: config.localize[key] for key in (
-                       'threshold', 'relative_to', 'policy', 'temporal_threshold',
-                       'min_segment_frames', 'max_gap_frames')},
-                   video_class=video_class_record(explanation, names), clips=clip_info,
-                   segments=[dict(start_frame=int(s), end_frame=int(e),
-                                  start_s=round(s / fps, 3), end_s=round(e / fps, 3))
-                             for s, e in loc.segments],
-                   frames=per_frame), f, indent=1)
+  storage.write_text(storage.join(out_dir, 'localization.json'), json.dumps(dict(
+      video=storage.absolute(video_path), num_frames=num_frames, height=height, width=width,
+      fps=fps, crop_region=dict(zip(('x0', 'y0', 'side'), region)),
+      crop_size=int(config.data.crop_size),
+      settings={key: config.localize[key] for key in (
+          'threshold', 'relative_to', 'policy', 'temporal_threshold', 'min_segment_frames',
+          'max_gap_frames')},
+      video_class=video_class_record(explanation, names), clips=clip_info,
+      segments=[dict(start_frame=int(s), end_frame=int(e),
+                     start_s=round(s / fps, 3), end_s=round(e / fps, 3))
+                for s, e in loc.segments],
+      frames=per_frame), indent=1))
 
   drawn = pictures.overlay_region(frames, explanation.stitched['attention'], region)
   shown = np.where(in_segment[:, None], frame_boxes, -1)             # boxes inside segments
@@ -163,7 +173,8 @@ def write_localization(out_dir: str, config: ml_collections.ConfigDict, video_pa
                               thickness=max(1, round(min(height, width) / 160)))
   drawn = pictures.label_frames(drawn, [info['class_name'] for info in per_frame])
   codec = str(config.localize.video_codec)
-  video_io.write_video(os.path.join(out_dir, 'overlay' + _CODEC_EXTENSIONS.get(codec, '.avi')),
-                       pictures.pad_to_even(drawn), fps=fps, codec=codec)
+  overlay = storage.join(out_dir, 'overlay' + _CODEC_EXTENSIONS.get(codec, '.avi'))
+  with storage.local_file_for_writing(overlay) as local:   # PyAV/OpenCV write local files.
+    video_io.write_video(local, pictures.pad_to_even(drawn), fps=fps, codec=codec)
   if config.localize.write_gif:
-    pictures.write_gif(os.path.join(out_dir, 'overlay.gif'), drawn, fps=fps)
+    pictures.write_gif(storage.join(out_dir, 'overlay.gif'), drawn, fps=fps)

@@ -3,11 +3,15 @@
 Numpy arrays in, images out; the files written are images (`write_image`,
 `write_gif`). Predicted boxes are white (`PRED_COLOR`), ground-truth boxes
 green (`GT_COLOR`); heat maps use the JET colour map (blue = 0, red = 1).
+OpenCV and Pillow write local files only: a picture bound for a URI is written
+to a local temporary file and copied there (`storage.local_file_for_writing`).
 """
 from typing import Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from gla_jax.data import storage
 
 _LABEL_WIDTH = 72
 _MIN_TILE = 96     # Small clips (the CPU demo's 32 px) are enlarged to stay readable.
@@ -25,17 +29,6 @@ def colorize(maps: np.ndarray) -> np.ndarray:
   flat = np.clip(maps.reshape(-1, maps.shape[-1]) * 255, 0, 255).astype(np.uint8)
   colored = cv2.applyColorMap(flat, cv2.COLORMAP_JET)[..., ::-1]        # BGR -> RGB
   return colored.reshape(*maps.shape, 3)
-
-
-def denormalize(video: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-  """Model input (x - mean) / std (`config.data.mean`, `std`) back to uint8 RGB, for drawing.
-
-  The inverse of the input pipeline's normalisation, rounded and clipped to
-  [0, 255]: a clip resized with interpolation drew no values outside it.
-  """
-  video = np.asarray(video, np.float32)
-  pixels = video * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
-  return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
 
 
 def overlay(frames: np.ndarray, attention: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -207,9 +200,10 @@ def pad_to_even(frames: np.ndarray) -> np.ndarray:
 
 def write_image(path: str, image: np.ndarray) -> None:
   """Writes an RGB uint8 image (PNG or JPEG by extension)."""
-  if not cv2.imwrite(str(path), np.ascontiguousarray(image[..., ::-1])):
-    raise OSError(f'Could not write the image {path}; check the folder exists and is writable '
-                  'and the extension is .png or .jpg.')
+  with storage.local_file_for_writing(path) as local:
+    if not cv2.imwrite(local, np.ascontiguousarray(image[..., ::-1])):
+      raise OSError(f'Could not write the image {path}; check the folder exists and is '
+                    'writable and the extension is .png or .jpg.')
 
 
 def write_gif(path: str, frames: np.ndarray, fps: float = 10.0) -> None:
@@ -231,5 +225,6 @@ def write_gif(path: str, frames: np.ndarray, fps: float = 10.0) -> None:
     raise ValueError(f'fps={fps}: must be > 0.')
   images = [Image.fromarray(frame) for frame in frames]
   duration_ms = max(10, int(round(100 / fps)) * 10)
-  images[0].save(str(path), save_all=True, append_images=images[1:], duration=duration_ms,
-                 loop=0, optimize=False)
+  with storage.local_file_for_writing(path) as local:
+    images[0].save(local, save_all=True, append_images=images[1:], duration=duration_ms,
+                   loop=0, optimize=False)

@@ -5,7 +5,10 @@ has one JSON object per logged step ({"step", "time", "train/loss", ...}; a
 resumed run first drops the lines after its checkpoint's step); `curves.png`
 draws loss, accuracy and learning rate at the end (with OpenCV); TensorBoard
 events are written when `tensorboardX` (or TensorFlow) is importable. Only
-process 0 writes (`enabled=False` elsewhere).
+process 0 writes (`enabled=False` elsewhere). The workdir may be a URI
+(`gla_jax.data.storage`): metrics.jsonl is then rewritten whole at each line
+(an object store cannot append), and TensorBoard events go to gs:// and s3://
+only (tensorboardX's writers; with TensorFlow, tf.io.gfile's).
 """
 import importlib.util
 import json
@@ -19,6 +22,8 @@ from absl import logging
 import cv2
 import numpy as np
 import tqdm
+
+from gla_jax.data import storage
 
 METRICS_FILE = 'metrics.jsonl'
 CURVES_FILE = 'curves.png'
@@ -34,6 +39,8 @@ CURVE_PANELS = (
 # BGR colours of the curves of a panel, in order.
 _COLOURS = ((180, 119, 31), (14, 127, 255), (44, 160, 44))
 _PANEL_SIZE = (360, 270)    # width, height in pixels
+# Where TensorBoard events can go: local folders ('') and the URIs tensorboardX writes to.
+_TENSORBOARD_SCHEMES = ('', 'gs', 's3')
 
 
 def progress(total: int, desc: str, clips_per_item: int = 0, initial: int = 0,
@@ -79,9 +86,16 @@ class _TensorBoard:
 
   def __init__(self, logdir: str):
     self._writer, self._kind = None, None
+    if storage.scheme(logdir) not in _TENSORBOARD_SCHEMES:
+      logging.warning('No TensorBoard events in %s: the writers reach local folders, gs:// and '
+                      's3:// only.', logdir)
+      return
     if importlib.util.find_spec('tensorboardX') is not None:
       import tensorboardX  # pylint: disable=g-import-not-at-top
-      self._writer, self._kind = tensorboardX.SummaryWriter(logdir), 'tensorboardX'
+      try:
+        self._writer, self._kind = tensorboardX.SummaryWriter(logdir), 'tensorboardX'
+      except ImportError as error:   # gs:// needs google-cloud-storage, s3:// boto3.
+        logging.warning('No TensorBoard events in %s: %s', logdir, error)
     elif (importlib.util.find_spec('tensorflow') is not None
           and importlib.util.find_spec('tensorboard') is not None):
       # Checked before importing: TensorFlow takes seconds to import, and its
@@ -123,16 +137,16 @@ class Reporter:
   def __init__(self, workdir: str, total_steps: int, start_step: int = 0,
                clips_per_step: int = 0, tensorboard: bool = True, enabled: bool = True):
     self.workdir, self.enabled = workdir, enabled
-    self.metrics_path = os.path.join(workdir, METRICS_FILE)
+    self.metrics_path = storage.join(workdir, METRICS_FILE)
     self._tensorboard = None
     self._bar = progress(total_steps, 'train', clips_per_step, initial=start_step,
                          enabled=enabled, unit='step')
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
+    storage.make_dirs(workdir)
     _truncate_after(self.metrics_path, start_step)
     if tensorboard:
-      self._tensorboard = _TensorBoard(os.path.join(workdir, TENSORBOARD_DIR))
+      self._tensorboard = _TensorBoard(storage.join(workdir, TENSORBOARD_DIR))
 
   def tick(self, step: int) -> None:
     """Advances the bar to `step` (called after every step)."""
@@ -143,8 +157,8 @@ class Reporter:
     if not self.enabled:
       return
     values = {key: float(value) for key, value in metrics.items()}
-    with open(self.metrics_path, 'a') as f:
-      f.write(json.dumps({'step': int(step), 'time': time.time(), **values}) + '\n')
+    storage.append_text(self.metrics_path,
+                        json.dumps({'step': int(step), 'time': time.time(), **values}) + '\n')
     if self._tensorboard is not None:
       self._tensorboard.scalars(step, values)
     shown = {key.split('/')[-1]: f'{value:.4g}' for key, value in values.items()
@@ -166,37 +180,35 @@ class Reporter:
     records = read_metrics(self.workdir)
     if records:
       try:
-        write_curves(records, os.path.join(self.workdir, CURVES_FILE))
+        write_curves(records, storage.join(self.workdir, CURVES_FILE))
       except (cv2.error, OSError, ValueError) as e:   # A picture is not worth a failed run.
         logging.warning('Could not draw %s: %s', CURVES_FILE, e)
 
 
 def read_metrics(workdir: str) -> List[Dict[str, Any]]:
   """The records of `<workdir>/metrics.jsonl` (empty if none)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.isfile(path):
+  path = storage.join(workdir, METRICS_FILE)
+  if not storage.is_file(path):
     return []
   records = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if line:
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          # A run killed mid-write leaves a partial last line.
-          logging.warning('Skipping an unreadable line of %s.', path)
+  for line in storage.read_text(path).splitlines():
+    line = line.strip()
+    if line:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        # A run killed mid-write leaves a partial last line.
+        logging.warning('Skipping an unreadable line of %s.', path)
   return records
 
 
 def _truncate_after(path: str, step: int) -> None:
   """Drops the lines of metrics.jsonl logged after `step` (a resumed run redoes them)."""
-  records = read_metrics(os.path.dirname(path))
+  records = read_metrics(os.fspath(storage.path(path).parent))
   if not any(record.get('step', 0) > step for record in records):
     return
-  with open(path + '.tmp', 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in records if r.get('step', 0) <= step)
-  os.replace(path + '.tmp', path)
+  storage.write_text(path, ''.join(json.dumps(r) + '\n' for r in records
+                                   if r.get('step', 0) <= step))
 
 
 # ------------------------------------------------------------------------------
@@ -277,6 +289,7 @@ def write_curves(records: Sequence[Dict[str, Any]], path: str) -> str:
       if xs.size:
         curves.append((label, xs, ys))
     panels.append(_draw_panel(title, curves, step_range))
-  if not cv2.imwrite(path, np.concatenate(panels, axis=1)):
-    raise OSError(f'cv2 could not write {path!r}.')
+  with storage.local_file_for_writing(path) as local:   # OpenCV writes local files only.
+    if not cv2.imwrite(local, np.concatenate(panels, axis=1)):
+      raise OSError(f'cv2 could not write {path!r}.')
   return path

@@ -5,7 +5,8 @@ step, rng), `metadata/` (step, preset, classes, the config) and `metrics/` (the
 step's evaluation). The last `keep` steps and the best by a validation metric
 are kept; saves are asynchronous, and a step appears only once complete, so a
 process killed at any moment resumes from its latest complete step. (Converted
-weights, `variables/` + `metadata.json`, are `gla_jax.weights`'s format.)
+weights, `variables/` + `metadata.json`, are `gla_jax.weights`'s format.) The
+directory may be local or a URI that `gla_jax.data.storage` reaches (gs://...).
 """
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -13,6 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from gla_jax.data import storage
 
 CHECKPOINTS_DIR = 'checkpoints'
 # Items of a training checkpoint step.
@@ -55,7 +58,7 @@ class TrainCheckpointManager:
                read_only: bool = False):
     if keep < 1:
       raise ValueError(f'keep={keep}: keep at least the latest checkpoint (keep >= 1).')
-    self.directory = os.path.abspath(os.fspath(directory))
+    self.directory = storage.absolute(directory)
     self.best_metric = best_metric
     rank = lambda metrics: float(metrics[best_metric])  # pylint: disable=unnecessary-lambda-assignment
     policies = ocp.checkpoint_managers
@@ -180,9 +183,9 @@ class TrainCheckpointManager:
 
 def _checkpoints_dir(path) -> str:
   """`path` itself if it holds checkpoint steps, else `path/checkpoints`."""
-  path = os.path.abspath(os.fspath(path))
-  nested = os.path.join(path, CHECKPOINTS_DIR)
-  return nested if os.path.isdir(nested) else path
+  path = storage.absolute(path)
+  nested = storage.join(path, CHECKPOINTS_DIR)
+  return nested if storage.is_dir(nested) else path
 
 
 def has_training_checkpoints(path) -> bool:
@@ -191,10 +194,9 @@ def has_training_checkpoints(path) -> bool:
   Only `<step>/` directories count: the temporary directory of an unfinished
   save (`<step>.orbax-checkpoint-tmp-<n>`) does not.
   """
-  directory = _checkpoints_dir(path)
-  return os.path.isdir(directory) and any(
-      name.isdigit() and os.path.isdir(os.path.join(directory, name, _STATE))
-      for name in os.listdir(directory))
+  directory = storage.path(_checkpoints_dir(path))
+  return directory.is_dir() and any(
+      entry.name.isdigit() and (entry / _STATE).is_dir() for entry in directory.iterdir())
 
 
 def _open_for_reading(path, which: str, best_metric: str

@@ -17,11 +17,11 @@ Rows are selected by `mask`: padding rows (the last batch's, an unreadable
 video's) are ignored.
 
 The eval step is one `jax.jit` sharded like the training step (batch over
-`'data'`, variables replicated); its outputs are replicated, so every process
-sees the whole global batch and computes the same metrics.
+`'data'`, variables replicated, the uint8 clips normalised inside it); its
+outputs are replicated, so every process sees the whole global batch and
+computes the same metrics.
 """
 import json
-import os
 from typing import Any, Dict, Optional, Sequence
 
 from absl import logging
@@ -36,6 +36,7 @@ from gla_jax import parallel
 from gla_jax import weights
 from gla_jax.data import loader
 from gla_jax.data import sources
+from gla_jax.data import storage
 from gla_jax.models import building
 from gla_jax.outputs import reports
 
@@ -175,9 +176,14 @@ def scalar_metrics(result: Dict[str, Any]) -> Dict[str, float]:
 
 
 def eval_step(variables: Dict[str, Any], batch: Dict[str, jax.Array], *,
-              model: models.ResNeXt3D) -> Dict[str, jax.Array]:
-  """Logits and per-clip losses of a batch (BatchNorm with running averages)."""
-  logits = model.apply(variables, batch['video'], train=False).astype(jnp.float32)
+              model: models.ResNeXt3D, mean: Sequence[float],
+              std: Sequence[float]) -> Dict[str, jax.Array]:
+  """Logits and per-clip losses of a batch (BatchNorm with running averages).
+
+  The batch's uint8 `video` is normalised with `mean` and `std` (`config.data`).
+  """
+  video = models.normalize_video(batch['video'], mean, std)
+  logits = model.apply(variables, video, train=False).astype(jnp.float32)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   return {'logits': logits, 'loss': losses, 'label': batch['label'],
           'video_index': batch['video_index'], 'mask': batch['mask']}
@@ -217,7 +223,10 @@ class Evaluator:
                                                self.max_clips, int(config.eval.seed),
                                                agree=parallel.any_process)
     replicated = parallel.replicated_sharding(mesh)
-    self._step = jax.jit(lambda variables, batch: eval_step(variables, batch, model=model),
+    mean = tuple(float(m) for m in config.data.mean)
+    std = tuple(float(s) for s in config.data.std)
+    self._step = jax.jit(lambda variables, batch: eval_step(variables, batch, model=model,
+                                                            mean=mean, std=std),
                          in_shardings=(replicated, parallel.data_sharding(mesh)),
                          out_shardings=replicated)
 
@@ -265,7 +274,7 @@ def _host_outputs(outputs: Dict[str, jax.Array]) -> Dict[str, np.ndarray]:
 
 
 def results_path(workdir: str, split: str) -> str:
-  return os.path.join(workdir, f'eval_{split}.json')
+  return storage.join(workdir, f'eval_{split}.json')
 
 
 def write_results(workdir: str, split: str, result: Dict[str, Any],
@@ -276,12 +285,8 @@ def write_results(workdir: str, split: str, result: Dict[str, Any],
   record.update(split=split, class_names=list(class_names))
   if step is not None:
     record['step'] = int(step)
-  os.makedirs(workdir, exist_ok=True)
   path = results_path(workdir, split)
-  # Write-then-rename: a reader never sees a half-written file.
-  with open(path + '.tmp', 'w') as f:
-    json.dump(record, f)
-  os.replace(path + '.tmp', path)
+  storage.write_text(path, json.dumps(record))   # A reader never sees a half-written file.
   return path
 
 

@@ -12,7 +12,6 @@ with their videos; `train.max_nonfinite_steps` consecutive ones stop the run
 """
 import functools
 import json
-import os
 import signal
 import threading
 import time
@@ -29,6 +28,7 @@ from gla_jax import parallel
 from gla_jax import validation
 from gla_jax.data import bad_data
 from gla_jax.data import loader
+from gla_jax.data import storage
 from gla_jax.models import building
 from gla_jax.outputs import reports
 from gla_jax.training import checkpoints
@@ -200,7 +200,7 @@ def _restore_state(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     listed = '; '.join(changes[:_MAX_LISTED_CHANGES]) + (
         f'; ... and {len(changes) - _MAX_LISTED_CHANGES} more' if
         len(changes) > _MAX_LISTED_CHANGES else '')
-    where = os.path.join(manager.directory, str(step))
+    where = storage.join(manager.directory, str(step))
     first_line = str(error).strip().split('\n')[0][:300]
     raise ValueError(
         f'Cannot resume from {where} ({type(error).__name__}: {first_line}). '
@@ -233,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       `data.max_bad_fraction` tolerates.
   """
   parallel.initialize_distributed(config)
-  workdir = os.path.abspath(workdir)
+  workdir = storage.absolute(workdir)   # A URI (gs://...) stays one.
   mesh = parallel.make_mesh(config.num_devices or None)
   validation.validate(config, mesh.devices.size, jax.process_count())
   model = building.create_model(config)
@@ -244,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   learning_rate_fn = optimization.create_learning_rate_fn(config)
   rng = jax.random.key(int(config.train.seed))
   manager = checkpoints.TrainCheckpointManager(
-      os.path.join(workdir, checkpoints.CHECKPOINTS_DIR), keep=int(config.train.keep_checkpoints),
+      storage.join(workdir, checkpoints.CHECKPOINTS_DIR), keep=int(config.train.keep_checkpoints),
       best_metric=config.train.best_metric)
   try:
     with _StopRequest() as stop:
@@ -277,7 +277,8 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
     start_step = int(jax.device_get(state.step))
     logging.info('Resuming from %s at step %d.', manager.directory, start_step)
 
-  step_fn = train_step.make_train_step(model, tx, learning_rate_fn, labels, mesh)
+  step_fn = train_step.make_train_step(model, tx, learning_rate_fn, labels, mesh,
+                                       mean=config.data.mean, std=config.data.std)
   evaluator = evaluate.Evaluator(config, model, mesh, split=config.eval.split)
   reporter = reports.Reporter(
       workdir, total_steps=num_steps, start_step=start_step,

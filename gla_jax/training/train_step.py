@@ -1,7 +1,8 @@
 """The training step: one compiled update on a batch sharded over the `'data'` mesh axis.
 
 `make_train_step` jits `train_step` with the batch split over `'data'` and the
-state replicated and donated; XLA inserts the gradient all-reduce, and
+state replicated and donated; the batch's uint8 clips are normalised inside it
+(`models.normalize_video`, `config.data.mean` and `std`); XLA inserts the gradient all-reduce, and
 BatchNorm statistics are those of the global batch (`gla_jax.parallel`). A
 step whose loss, trainable gradients or BatchNorm statistics are not finite is
 not applied: parameters, statistics and optimizer moments keep their values
@@ -10,7 +11,7 @@ so data position and learning rate stay those of an uninterrupted run; the
 metric `nonfinite` marks such steps.
 """
 import functools
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +32,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.
 
 def train_step(state: train_state.TrainState, batch: Dict[str, jax.Array], *,
                model: models.ResNeXt3D, tx: optax.GradientTransformation,
-               learning_rate_fn: optax.Schedule,
-               labels: Any) -> Tuple[train_state.TrainState, Dict[str, jax.Array]]:
+               learning_rate_fn: optax.Schedule, labels: Any, mean: Sequence[float],
+               std: Sequence[float]) -> Tuple[train_state.TrainState, Dict[str, jax.Array]]:
   """One optimizer step (`tx`) on the (global) batch; BatchNorm in training mode.
+
+  The batch's `video` is uint8 RGB [B, T, S, S, 3] (the loader's), normalised
+  here with `mean` and `std` (`config.data`) before the model sees it.
 
   A step whose loss, trainable gradients or new BatchNorm statistics are not
   finite is not applied (module docstring): parameters, statistics and the
@@ -46,10 +50,11 @@ def train_step(state: train_state.TrainState, batch: Dict[str, jax.Array], *,
     skipped, else 0.0).
   """
   rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+  video = models.normalize_video(batch['video'], mean, std)
 
   def loss_fn(params):
     logits, updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['video'], train=True,
+        {'params': params, 'batch_stats': state.batch_stats}, video, train=True,
         mutable=['batch_stats'], rngs={'dropout': step_rng})
     return cross_entropy(logits, batch['label'], batch['mask']), (logits, updates)
 
@@ -86,13 +91,19 @@ def _if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
 
 
 def make_train_step(model: models.ResNeXt3D, tx: optax.GradientTransformation,
-                    learning_rate_fn: optax.Schedule, labels: Any,
-                    mesh: jax.sharding.Mesh) -> Callable:
-  """`train_step` compiled once: batch split over `'data'`, state replicated and donated."""
+                    learning_rate_fn: optax.Schedule, labels: Any, mesh: jax.sharding.Mesh, *,
+                    mean: Sequence[float], std: Sequence[float]) -> Callable:
+  """`train_step` compiled once: batch split over `'data'`, state replicated and donated.
+
+  `mean` and `std` (`config.data.mean`, `config.data.std`) normalise the
+  batch's uint8 clips on the device.
+  """
   replicated = parallel.replicated_sharding(mesh)
+  # Plain tuples: the constants are baked into the compiled step.
+  mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
   return jax.jit(
       functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
-                        labels=labels),
+                        labels=labels, mean=mean, std=std),
       in_shardings=(replicated, parallel.data_sharding(mesh)),
       out_shardings=(replicated, replicated),
       donate_argnums=(0,))

@@ -1,9 +1,12 @@
-"""Tests of gla_jax.data.sampling: frame indices, corner crops, boxes through crop and flip."""
+"""Tests of gla_jax.data.sampling: frame indices, corner crops, boxes through crop and flip,
+uint8 clips from the transform through the loader."""
 import numpy as np
 import pytest
 
 from gla_jax import defaults
+from gla_jax.data import loader
 from gla_jax.data import sampling
+from tests.data import small_data
 
 
 def test_default_config_lockable():
@@ -93,3 +96,31 @@ def test_eval_video_subset_round_robin_over_classes():
                                 everything)
   # A video longer than the budget is still taken whole (at least one video).
   assert len(sampling.eval_video_subset(labels, np.full(30, 10), 4, 0)) == 1
+
+
+def test_transform_and_center_clip_keep_uint8_pixels():
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (3, 20, 30, 3), np.uint8)
+  config = small_data.config(crop_size=10)
+  # Square (x0=4, y0=2, side 10) at the crop size: exactly those pixels, then mirrored.
+  example = sampling.ClipTransform(config).finish({'video': frames, 'label': 3}, 4, 2, 10,
+                                                 flip=True)
+  assert example['video'].dtype == np.uint8 and example['label'] == 3
+  np.testing.assert_array_equal(example['video'], frames[:, 2:12, 4:14][:, :, ::-1])
+  # The centre square (side 20 of 30 wide: x0 = 5), resized 20 -> 10 by 2 x 2 averages.
+  clip = sampling.center_clip(frames, config)
+  assert clip.dtype == np.uint8 and clip.shape == (3, 10, 10, 3)
+  blocks = frames[:, :, 5:25].astype(np.float64).reshape(3, 10, 2, 10, 2, 3).mean(axis=(2, 4))
+  assert np.abs(clip - blocks).max() <= 0.5 + 1e-9
+
+
+@pytest.mark.parametrize('split', ['train', 'eval'])
+def test_loader_batches_carry_uint8_clips(split):
+  """4x fewer bytes than float32 cross to the device; the consumer normalises them there."""
+  config = small_data.config(workers=0)
+  batches = (loader.train_batches(config, batch_size=4, seed=0) if split == 'train'
+             else loader.eval_batches(config, 'eval', batch_size=4))
+  batch = next(batches)
+  batches.close()
+  assert batch['video'].dtype == np.uint8 and batch['video'].shape == (4, 8, 32, 32, 3)
+  assert batch['video'].max() > 0      # real frames, not an empty padding batch

@@ -38,8 +38,8 @@ def test_split_keeps_every_video_on_one_side(seed):
 def test_collect_clips_takes_the_rows_of_the_mask(monkeypatch):
   """A padding row in the middle (an unreadable video) is left out; real rows after it are kept."""
 
-  def fake_method_maps(model, variables, video, pooling, normalization):
-    del model, variables, pooling, normalization
+  def fake_method_maps(model, variables, video, mean, std, pooling, normalization):
+    del model, variables, mean, std, pooling, normalization
     maps = {'gradcam:layer4': video[..., 0]}                  # a row's map names its clip
     logits = np.stack([np.zeros(len(video)), video[:, 0, 0, 0, 0]], axis=1)
     return maps, logits, np.ones(len(video), np.int64)
@@ -48,7 +48,7 @@ def test_collect_clips_takes_the_rows_of_the_mask(monkeypatch):
 
   def batch(video_index, mask):
     video_index, mask = np.array(video_index), np.array(mask)
-    video = np.broadcast_to(video_index[:, None, None, None, None].astype(np.float32),
+    video = np.broadcast_to(video_index[:, None, None, None, None].astype(np.uint8),
                             (len(mask), 2, 3, 3, 3)) * mask[:, None, None, None, None]
     return dict(video=video, mask=mask, video_index=video_index, label=np.where(mask, 1, 0),
                 boxes=np.full((len(mask), 2, 4), 1.0), present=np.ones((len(mask), 2), bool))
@@ -56,11 +56,13 @@ def test_collect_clips_takes_the_rows_of_the_mask(monkeypatch):
   batches = [batch([0, -1, 2, 2], [True, False, True, True]),   # video 1 unreadable
              batch([3, 4, -1, -1], [True, True, False, False]),  # the last batch's padding
              batch([5, 5, 5, 5], [True] * 4)]
-  clips = comparison.collect_clips(None, None, batches, wanted=6, batch_size=4)
+  clips = comparison.collect_clips(None, None, batches, wanted=6, batch_size=4,
+                                   mean=(0.0,) * 3, std=(1.0,) * 3)
   np.testing.assert_array_equal(clips['video_index'], [0, 2, 2, 3, 4, 5])
   np.testing.assert_array_equal(clips['label'], [1] * 6)
   np.testing.assert_array_equal(clips['maps']['gradcam:layer4'][:, 0, 0, 0], [0, 2, 2, 3, 4, 5])
   assert clips['video'].shape == (6, 2, 3, 3, 3) and clips['boxes'].shape == (6, 2, 4)
+  assert clips['video'].dtype == np.uint8                      # kept as drawn, 4x smaller
 
 
 def test_verdict_from_hand_made_numbers():
@@ -85,3 +87,34 @@ def test_verdict_from_hand_made_numbers():
       comparison.verdict(methods, 0.5)[1]
   methods['global-local:max']['summary']['loc_acc@0.5'] = 0.1
   assert 'does not beat' in comparison.verdict(methods, 0.5)[1]
+
+
+def test_deletion_works_on_the_clips_normalised(monkeypatch):
+  """The uint8 clip is normalised first: deletion's 'zeros' baseline is the mean colour."""
+  mean, std = (100.0, 110.0, 120.0), (50.0, 60.0, 70.0)
+  video = np.random.default_rng(0).integers(0, 256, (1, 2, 3, 3, 3), np.uint8)
+  scored = []
+
+  def score_fn(clips):
+    scored.append(np.asarray(clips))
+    return np.zeros(len(clips))
+
+  monkeypatch.setattr(comparison, 'target_probability', lambda model, variables, target: score_fn)
+  clips = dict(video=video, target=np.array([0]),
+               maps={'gradcam:layer4': np.random.default_rng(1).random((1, 2, 3, 3))})
+  curves = comparison.perturbation_curves(None, None, clips, [0], steps=2, batch_size=3,
+                                          mean=mean, std=std)
+  assert len(curves['gradcam:layer4']) == 1
+  deletion = scored[0]                  # fractions 0, 0.5, 1 of the voxels deleted
+  normalised = (video[0].astype(np.float64) - np.asarray(mean)) / np.asarray(std)
+  np.testing.assert_allclose(deletion[0], normalised, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(deletion[2], np.zeros_like(deletion[2]))
+
+
+@pytest.mark.parametrize('shape, dtype, error, message', [
+    ((1, 2, 3, 3, 3), np.float32, TypeError, r'method_maps takes uint8 RGB clips.*float32'),
+    ((2, 3, 3, 3), np.uint8, ValueError, r'one clip.*video\[None\]'),
+])
+def test_method_maps_refuses_clips_it_cannot_normalise(shape, dtype, error, message):
+  with pytest.raises(error, match=message):
+    comparison.method_maps(None, None, np.zeros(shape, dtype), (0.0,) * 3, (1.0,) * 3)

@@ -32,7 +32,7 @@ def test_clip_weights_scale_each_clip_before_stitching():
 
 @pytest.fixture(scope='module')
 def tiny_model_and_clips():
-  """(config, model, numpy variables as a checkpoint loads them, 5 normalised clips)."""
+  """(config, model, numpy variables as a checkpoint loads them, 5 uint8 clips)."""
   import jax  # pylint: disable=g-import-not-at-top
   from configs import tiny  # pylint: disable=g-import-not-at-top
   from gla_jax.models import building  # pylint: disable=g-import-not-at-top
@@ -43,7 +43,7 @@ def tiny_model_and_clips():
   frames = int(config.data.num_frames)
   variables = models.init_variables(model, jax.random.key(0), (1, frames, size, size, 3))
   variables = jax.tree.map(np.asarray, variables)   # what weights.load_variables returns
-  clips = np.random.default_rng(0).normal(size=(5, frames, size, size, 3)).astype(np.float32)
+  clips = np.random.default_rng(0).integers(0, 256, (5, frames, size, size, 3), np.uint8)
   return config, model, variables, clips
 
 
@@ -71,7 +71,7 @@ def test_variables_go_to_the_device_once_per_video(tiny_model_and_clips, monkeyp
   calls = record_explainer_calls(monkeypatch)
   with config.unlocked():
     config.explain.batch_size = 2          # 5 clips: 3 batches
-  long_video.explain_clips(model, variables, clips, config.explain)
+  long_video.explain_clips(model, variables, clips, config)
   assert len(calls) == 3
   leaves = [jax.tree.leaves(variables_) for variables_, _ in calls]
   # Already device arrays (not numpy, copied from the host at every call) ...
@@ -89,10 +89,10 @@ def test_clips_are_sharded_over_devices_with_the_one_device_maps(tiny_model_and_
   assert jax.local_device_count() == 4     # tests/conftest.py
   with config.unlocked():
     config.explain.batch_size = 3          # not a multiple of 4: rounded up to 4
-  one_device = long_video.explain_clips(model, variables, clips, config.explain)
+  one_device = long_video.explain_clips(model, variables, clips, config)
   calls = record_explainer_calls(monkeypatch)
   mesh = Mesh(np.asarray(jax.local_devices()), ('data',))
-  sharded = long_video.explain_clips(model, variables, clips, config.explain, mesh=mesh)
+  sharded = long_video.explain_clips(model, variables, clips, config, mesh=mesh)
   assert len(calls) == 2                   # 5 clips in batches of 4
   for variables_, video in calls:
     assert video.shape[0] == 4 and len(video.sharding.device_set) == 4
@@ -103,3 +103,26 @@ def test_clips_are_sharded_over_devices_with_the_one_device_maps(tiny_model_and_
   for key in one_device:
     assert sharded[key].shape == one_device[key].shape, key
     np.testing.assert_allclose(sharded[key], one_device[key], atol=1e-5, err_msg=key)
+
+
+def test_uint8_clips_are_normalised_on_the_device_like_numpy(tiny_model_and_clips, monkeypatch):
+  from gla_jax import explain  # pylint: disable=g-import-not-at-top
+  config, model, variables, clips = tiny_model_and_clips
+  calls = record_explainer_calls(monkeypatch)
+  config = config.copy_and_resolve_references()   # The module's other tests keep std 1.
+  with config.unlocked():
+    config.explain.batch_size = 5
+    config.data.std = (50.0, 60.0, 70.0)           # not the tiny config's 1: the division shows
+  result = long_video.explain_clips(model, variables, clips, config)
+  normalised = ((clips.astype(np.float32) - np.asarray(config.data.mean, np.float32))
+                / np.asarray(config.data.std, np.float32))
+  [(_, video)] = calls
+  np.testing.assert_allclose(np.asarray(video), normalised, rtol=1e-6, atol=1e-6)
+  monkeypatch.undo()
+  expected = explain.explain(model, variables, normalised, method=config.explain.method,
+                             layers=long_video.layers_option(config.explain.layers),
+                             aggregate=config.explain.aggregate)
+  np.testing.assert_allclose(result['logits'], expected.logits, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(result['attention'], expected.attention, atol=1e-5)
+  with pytest.raises(TypeError, match=r'explain_clips takes uint8 RGB clips.*got float32'):
+    long_video.explain_clips(model, variables, normalised, config)

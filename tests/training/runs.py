@@ -25,7 +25,8 @@ def run_steps(config, num_steps, mesh, state=None):
     state = train_state.create_train_state(config, model, jax.random.key(config.train.seed))
   tx = optimization.create_optimizer(config, state.params, learning_rate_fn)
   labels = optimization.trainable_labels(state.params, config.train.freeze_until)
-  step_fn = train_step.make_train_step(model, tx, learning_rate_fn, labels, mesh)
+  step_fn = train_step.make_train_step(model, tx, learning_rate_fn, labels, mesh,
+                                       mean=config.data.mean, std=config.data.std)
   state = parallel.replicate(state, mesh)
   batches = loader.train_batches(config.data, config.train.batch_size, config.train.seed)
   losses = []

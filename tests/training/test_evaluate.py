@@ -1,4 +1,6 @@
 """Evaluation metrics on hand-made logits with known answers; the Evaluator on a known source."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,3 +137,22 @@ def test_eval_seed_is_validated():
   config.eval.seed = -1
   with pytest.raises(ValueError, match=r'config.eval.seed=-1: must be >= 0'):
     validation.validate(config, num_devices=4)
+
+
+def test_the_eval_step_normalises_uint8_clips_like_numpy(tiny_evaluation):
+  config, model, variables = tiny_evaluation
+  std = (50.0, 60.0, 70.0)                        # not the tiny config's 1: the division shows
+  batches = loader.eval_batches(config.data, 'eval', batch_size=8)
+  batch = next(batches)
+  batches.close()
+  assert batch['video'].dtype == np.uint8
+  normalised = ((batch['video'].astype(np.float32) - np.asarray(config.data.mean, np.float32))
+                / np.asarray(std, np.float32))
+  step = jax.jit(functools.partial(evaluate.eval_step, model=model, mean=config.data.mean,
+                                   std=std))
+  outputs = step(variables, {key: batch[key] for key in ('video', 'label', 'video_index', 'mask')})
+  logits = np.asarray(model.apply(variables, normalised, train=False), np.float64)
+  np.testing.assert_allclose(outputs['logits'], logits, rtol=1e-5, atol=1e-5)
+  shifted = logits - logits.max(axis=1, keepdims=True)
+  losses = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(8), batch['label']]
+  np.testing.assert_allclose(outputs['loss'], losses, rtol=1e-5)

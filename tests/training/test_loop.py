@@ -1,7 +1,9 @@
 """The training loop on the tiny and demo configs (4 simulated CPU devices).
 
 An interrupted run resumes to the parameters of an uninterrupted one; the demo
-and gated configs train end to end.
+and gated configs train end to end. Compiles are cached in pytest's cache
+directory (tests/compile_cache.py): the runs of one config compile their steps
+once, later sessions not at all.
 """
 import json
 import os
@@ -19,7 +21,15 @@ from gla_jax.training import checkpoints
 from gla_jax.training import evaluate
 from gla_jax.training import loop
 from gla_jax.training import train_state
+from tests import compile_cache
 from tests.training import runs
+
+
+@pytest.fixture(scope='module', autouse=True)
+def compile_once(request, tmp_path_factory):
+  cache_dir = compile_cache.directory(request, tmp_path_factory, 'jax_compilation_cache_loop')
+  with compile_cache.enabled(cache_dir):
+    yield cache_dir
 
 
 def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
