@@ -99,10 +99,16 @@ def base_config() -> ml_collections.ConfigDict:
       seed=0,                  # loc_eval: which videos are read (max_clips) and held out
       num_pictures=2,          # loc_eval: example panels with ground-truth and predicted boxes
       write_gif=False,         # explain/localize: overlay.gif besides overlay.mp4 (Pillow)
-      video_codec='mp4v',      # FourCC of overlay.mp4
+      video_codec='avc1',      # FourCC of the overlay: avc1 = H.264 in .mp4 (PyAV's libx264; mp4v
+                               # with a warning where PyAV has none) | mp4v | MJPG (.avi) | XVID | FFV1
+      colormap='jet',          # heat maps of overlays and panels: an OpenCV colour map (jet, turbo,
+                               # viridis, inferno, ...; gla_jax.outputs.pictures.COLORMAPS)
   ))
   config.num_devices = 0       # 0 = every visible device
   config.distributed = False   # call jax.distributed.initialize() (multi-host)
+  # The command line keeps compiled programs in <user cache>/gla_jax/jax_cache, so a second run
+  # does not compile again (gla_jax/compile_cache.py); $GLA_JAX_COMPILATION_CACHE=0 turns it off too.
+  config.compilation_cache = True
   return config
 
 

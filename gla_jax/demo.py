@@ -5,7 +5,6 @@ The main job (`--config=demo`) ends by writing a validation video
 sliding clips and localizing the action in it; the overlay video, panels and
 `localization.json` show the result, compared here with the generator's truth.
 """
-import json
 from typing import Any, Dict
 
 import ml_collections
@@ -16,6 +15,8 @@ from gla_jax.data import storage
 from gla_jax.data import synthetic
 from gla_jax.data import video_io
 from gla_jax.explain import localize
+from gla_jax.outputs import explanation_files
+from gla_jax.outputs import reports
 
 # The long demo video: clips of the config's length, this many clips long.
 DEMO_VIDEO_CLIPS = 4
@@ -51,9 +52,21 @@ def localize_demo_video(config: ml_collections.ConfigDict, workdir: str) -> Dict
   """Writes the long demo video, localizes the action in it, and compares with its truth."""
   storage.make_dirs(storage.join(workdir, 'videos'))
   truth = write_demo_video(config, storage.join(workdir, 'videos', DEMO_VIDEO_NAME + '.avi'))
-  out_dir = video_explanation.explain_video_file(config, workdir, truth['video'])
-  found = json.loads(storage.read_text(storage.join(out_dir, 'localization.json')))
-  segments = [(s['start_frame'], s['end_frame']) for s in found['segments']]
-  return dict(truth, output=out_dir, predicted_class=found['video_class']['class_name'],
+  loaded = video_explanation.load_for_workdir(config, workdir)
+  result = video_explanation.explain_video(
+      truth['video'], model=loaded.model, variables=loaded.variables, config=config,
+      class_names=loaded.class_names, progress=False)
+  out_dir = result.save(explanation_files.output_dir(workdir, truth['video'], True))
+  segments = [(int(start), int(end)) for start, end in result.segments]
+  if config.train.tensorboard:   # Beside the training curves and loc_eval's panels.
+    reports.write_images(workdir, {'long_video/overlay': result.overlay_frames()[
+        overlay_frame_index(segments, result.num_frames)]})
+  return dict(truth, output=out_dir, predicted_class=result.class_name,
               predicted_segments=segments,
               temporal_iou=float(localize.temporal_iou(segments, [tuple(truth['segment'])])))
+
+
+def overlay_frame_index(segments, num_frames: int) -> int:
+  """The frame shown in TensorBoard: the middle of the first segment, else of the video."""
+  start, end = segments[0] if segments else (0, num_frames)
+  return (start + end - 1) // 2

@@ -9,10 +9,14 @@ memory (float32 T x S x S each): 64 clips of 16 x 112 x 112 take about 50 MB
 per method. The clip batches are split over this process's devices
 (`parallel.make_local_mesh`); in a multi-host run every process computes the
 whole comparison on its own devices (no collective, so none waits for another)
-and process 0 alone writes the files.
+and process 0 alone writes the files (and, with `config.train.tensorboard`,
+the pictures into `<workdir>/tensorboard`) and shows the progress bars: over
+the explanation batches, the deletion/insertion curves' clips and methods, and
+the methods' threshold sweeps.
 """
+import functools
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import ml_collections
@@ -27,6 +31,11 @@ from gla_jax.explain import comparison
 from gla_jax.models import building
 from gla_jax.outputs import comparison_report
 from gla_jax.outputs import reports
+
+
+def _progress() -> Callable[..., Any]:
+  """`reports.progress`, shown by process 0 only (every process computes the same)."""
+  return functools.partial(reports.progress, enabled=jax.process_index() == 0)
 
 
 def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
@@ -63,43 +72,51 @@ def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     return comparison.collect_clips(
         model, variables, (parallel.shard_local_batch(batch, mesh) for batch in batches),
         wanted, batch_size, config.data.mean, config.data.std, config.explain.pooling,
-        config.explain.normalization, progress=reports.progress)
+        config.explain.normalization, progress=_progress())
   finally:
     batches.close()
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
-        variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        variables: Optional[Dict[str, Any]] = None,
+        checkpoint: Optional[str] = None) -> Dict[str, Any]:
   """Compares every method's localization and writes `<workdir>/loc_eval/`.
 
   Args:
     config: the whole config (`localize`, `explain`, `data`, `model`, `eval.split`).
     workdir: where the weights are and the results go.
     variables: `{'params', 'batch_stats'}`; by default `weights.for_config`'s.
+    checkpoint: weights to use instead of the workdir's (`--checkpoint`); the
+      class names are the weights' where they carry them.
 
   Returns:
     `comparison.compare`'s result and 'files' (the paths of comparison.json,
-    comparison.md and the pictures, which process 0 writes). The JSON file
+    comparison.md, comparison.png and the pictures, which process 0 writes). The JSON file
     holds the same with NaN written as null.
   """
   model = building.create_model(config)
+  weight_names = None
   if variables is None:
-    variables = weights.for_config(config, workdir, model).variables
+    found = weights.for_config(config, workdir, model, checkpoint=checkpoint)
+    variables, weight_names = found.variables, found.class_names
   mesh = parallel.make_local_mesh()
   # On the devices once, not once per call.
   variables = parallel.replicate({key: variables[key] for key in ('params', 'batch_stats')},
                                  mesh)
   clips = gather_clips(config, model, variables, mesh)
-  result = comparison.compare(config, model, variables, clips, progress=reports.progress)
+  result = comparison.compare(config, model, variables, clips, progress=_progress())
   out_dir = storage.join(workdir, comparison_report.OUTPUT_DIR)
   if jax.process_index() == 0:
-    comparison_report.write(out_dir, config, clips, result, sources.class_names_or_indices(
-        config.data, int(config.model.num_classes)))
+    names = weight_names or sources.class_names_or_indices(config.data,
+                                                           int(config.model.num_classes))
+    comparison_report.write(out_dir, config, clips, result, names,
+                            tensorboard_workdir=workdir if config.train.tensorboard else None)
   else:
     shown = result['reported_clips'][:max(int(config.localize.num_pictures), 0)]
     result['files'] = dict(
         json=storage.join(out_dir, comparison_report.JSON_FILE),
         markdown=storage.join(out_dir, comparison_report.MARKDOWN_FILE),
+        plot=storage.join(out_dir, comparison_report.PLOT_FILE),
         pictures=[storage.join(out_dir, f'clip_{index}.png') for index in shown])
   logging.info('Localization comparison of %d methods on %d clips: %s', len(result['order']),
                result['num_clips'], result['files']['markdown'])

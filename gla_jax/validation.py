@@ -21,6 +21,7 @@ from gla_jax.explain import localize
 from gla_jax.explain import long_video
 from gla_jax.models import building
 from gla_jax.models import gating
+from gla_jax.outputs import pictures
 from gla_jax.training import checkpoints
 from gla_jax.training import evaluate
 from gla_jax.training import optimization
@@ -220,7 +221,8 @@ def validate_localize(config: ml_collections.ConfigDict) -> None:
   codec = config_checks.string(section, name, 'video_codec')
   if len(codec) != 4:
     raise ValueError(f'config.localize.video_codec={codec!r}: must be a FourCC of 4 characters '
-                     "(e.g. 'mp4v', 'avc1', 'MJPG').")
+                     "(e.g. 'avc1' for H.264, 'mp4v', 'MJPG').")
+  config_checks.choice(section, name, 'colormap', pictures.COLORMAPS)
 
 
 def validate_top_level(config: ml_collections.ConfigDict, num_devices: Optional[int],
@@ -228,6 +230,7 @@ def validate_top_level(config: ml_collections.ConfigDict, num_devices: Optional[
   """`config.num_devices`, `config.distributed`, and the batch sizes against the devices."""
   config_checks.integer(config, '', 'num_devices', minimum=0, hint='0 = every visible device')
   config_checks.boolean(config, '', 'distributed')
+  config_checks.boolean(config, '', 'compilation_cache')
   if num_devices is None:
     return
   for section in ('train', 'eval'):

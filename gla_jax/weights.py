@@ -8,33 +8,32 @@ Weights come in three forms, all accepted wherever a path to weights is taken:
   a training workdir     its `checkpoints/` (or that folder itself): the latest
                          step, or the best by `train.best_metric`.
 
-`for_config` picks the weights of a mode, in this order:
+`for_config` picks the weights of a mode: `checkpoint=` (`--checkpoint`) if
+given, else in this order:
   1. the workdir's training checkpoint (`config.eval.checkpoint`: latest | best);
   2. `config.train.init_checkpoint`, if set (a relative path is looked up in the
      workdir first, then in the current directory), fitted to the model as
      training fits it (`fit`);
   3. `<workdir>/converted`, where `--mode=convert` writes.
-An error lists every place it looked. Every path may be local or a URI that
+An error lists every place it looked; weights that do not fit the config's model
+are refused (`check_fits`). Every path may be local or a URI that
 `gla_jax.data.storage` reaches (gs://...); a `.pth` file on a URI is copied to
 a local temporary file to be read, since torch reads local files here.
 """
 import dataclasses
-import functools
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import uuid
 
 from absl import logging
-import flax
-from flax import traverse_util
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
+from gla_jax import class_names as class_names_lib
 from gla_jax import models
+from gla_jax import weight_fitting
 from gla_jax.data import storage
 from gla_jax.models import building
 from gla_jax.models import convert
@@ -44,8 +43,6 @@ from gla_jax.training import checkpoints
 CONVERTED_DIR = 'converted'
 VARIABLES_DIR = 'variables'
 METADATA_FILE = 'metadata.json'
-# Leaves listed in a mismatch error.
-_MAX_LISTED = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +62,11 @@ class Weights:
   kind: str
   step: Optional[int] = None
   metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def class_names(self) -> Optional[List[str]]:
+    """The names of the classifier's outputs that the weights carry, or None."""
+    return class_names_lib.of_metadata(self.metadata, self.metadata.get('num_classes'))
 
 
 # ------------------------------------------------------------------------------
@@ -170,8 +172,9 @@ def load_variables(directory) -> Tuple[Any, Dict[str, Any]]:
 
 
 def convert_checkpoint(torch_path, model: models.ResNeXt3D, directory,
-                       drop_head: bool = False, rng: Union[jax.Array, int] = 0
-                       ) -> Dict[str, Any]:
+                       drop_head: bool = False, rng: Union[jax.Array, int] = 0, *,
+                       class_names: Optional[Sequence[str]] = None,
+                       config: Optional[ml_collections.ConfigDict] = None) -> Dict[str, Any]:
   """Reads a PyTorch checkpoint, converts it for `model` and saves it (`save_variables`).
 
   Args:
@@ -181,10 +184,22 @@ def convert_checkpoint(torch_path, model: models.ResNeXt3D, directory,
     drop_head: replace the checkpoint's classifier by a fresh one for
       `model.num_classes` (see `convert.torch_to_flax`).
     rng: PRNG key or seed of the fresh head.
+    class_names: the names of the classes, one per output; by default the
+      shipped list of the file's class count (`class_names.shipped`), none
+      with `drop_head`.
+    config: the config the model was built with, stored so that the weights
+      rebuild their model (`metadata['config']`).
 
   Returns:
     The metadata saved next to the variables.
+
+  Raises:
+    ValueError: `class_names` of another count than `model.num_classes`.
   """
+  if class_names is not None:
+    class_names = class_names_lib.check_count(class_names, model.num_classes, 'class_names')
+  elif not drop_head:
+    class_names = class_names_lib.shipped(model.num_classes)
   with storage.local_copy(torch_path) as local:   # torch reads local files here.
     raw = torch_files.load_torch_file(local)
   variables = convert.torch_to_flax(torch_files.state_dict_of(raw, torch_path), model,
@@ -201,6 +216,8 @@ def convert_checkpoint(torch_path, model: models.ResNeXt3D, directory,
       'source_arch': str(source['arch']) if 'arch' in source else None,
       'source_epoch': int(source['epoch']) if isinstance(source.get('epoch'), int) else None,
       'drop_head': drop_head,
+      'class_names': class_names,
+      'config': config.to_dict() if config is not None else None,
   }
   save_variables(directory, variables, metadata)
   return metadata
@@ -235,7 +252,8 @@ def read(path, model: Optional[models.ResNeXt3D] = None, *, which: str = 'latest
     with storage.local_copy(path) as local:   # torch reads local files here.
       state_dict = torch_files.load_torch_checkpoint(local)
     variables = convert.torch_to_flax(state_dict, model, drop_head, rng)
-    return Weights(variables, storage.absolute(path), 'pth')
+    names = None if drop_head else class_names_lib.shipped(model.num_classes)
+    return Weights(variables, storage.absolute(path), 'pth', metadata={'class_names': names})
   if is_converted_dir(path):
     variables, metadata = load_variables(path)
     return Weights(variables, storage.absolute(path), 'converted', metadata=metadata)
@@ -254,73 +272,10 @@ def read(path, model: Optional[models.ResNeXt3D] = None, *, which: str = 'latest
 # ------------------------------------------------------------------------------
 
 
-def _flat(tree: Any) -> Dict[Tuple[str, ...], Any]:
-  return traverse_util.flatten_dict(flax.core.unfreeze(tree))
-
-
-def head_paths(model: models.ResNeXt3D) -> set:
-  """Paths of the variables whose shape depends on the class count (the classifiers)."""
-  def shapes(num_classes):
-    abstract = jax.eval_shape(functools.partial(model.clone(num_classes=num_classes).init,
-                                                train=False),
-                              jax.random.key(0), jax.ShapeDtypeStruct((1, 1, 1, 1, 3), jnp.float32))
-    return {path: leaf.shape for path, leaf in
-            _flat({'params': abstract['params'], 'batch_stats': abstract['batch_stats']}).items()}
-  a, b = shapes(model.num_classes), shapes(model.num_classes + 1)
-  return {path for path in a if a[path] != b.get(path)}
-
-
-def _listing(paths) -> str:
-  names = sorted('/'.join(p) for p in paths)
-  return ', '.join(names[:_MAX_LISTED]) + (
-      f', ... and {len(names) - _MAX_LISTED} more' if len(names) > _MAX_LISTED else '')
-
-
-def fit(fresh: Dict[str, Any], loaded: Dict[str, Any], heads: set, drop_head: bool,
-        source: str) -> Dict[str, Any]:
-  """`fresh` variables with every leaf that `loaded` provides, checked leaf by leaf.
-
-  Args:
-    fresh: freshly initialised `{'params', 'batch_stats'}` of the model.
-    loaded: variables read from a checkpoint.
-    heads: paths of the class-count-dependent leaves (`head_paths`).
-    drop_head: keep the fresh classifier (`heads`) instead of the loaded one.
-    source: the checkpoint's path, for error messages.
-
-  Backbone leaves must all be present with the model's shapes. Leaves outside
-  the backbone that the checkpoint lacks (attention gates added to a plain
-  backbone) stay fresh.
-  """
-  fresh_flat = _flat({c: fresh[c] for c in ('params', 'batch_stats')})
-  loaded_flat = _flat({c: loaded[c] for c in ('params', 'batch_stats') if c in loaded})
-  if drop_head:
-    loaded_flat = {p: v for p, v in loaded_flat.items() if p not in heads}
-  missing = [p for p in fresh_flat if p not in loaded_flat
-             and not (drop_head and p in heads) and models.module_stage(p[1]) is not None]
-  missing += [p for p in heads if not drop_head and p not in loaded_flat]
-  unexpected = [p for p in loaded_flat if p not in fresh_flat]
-  misshaped = [p for p in loaded_flat if p in fresh_flat
-               and np.shape(loaded_flat[p]) != np.shape(fresh_flat[p])]
-  if missing or unexpected or misshaped:
-    lines = [f'config.train.init_checkpoint={source!r} does not fit the model:']
-    if missing:
-      lines.append(f'  {len(missing)} missing: {_listing(missing)}')
-    if unexpected:
-      lines.append(f'  {len(unexpected)} unexpected: {_listing(unexpected)}')
-    if misshaped:
-      lines.append(f'  {len(misshaped)} with another shape: ' + ', '.join(
-          f'{"/".join(p)} {np.shape(loaded_flat[p])} vs {np.shape(fresh_flat[p])}'
-          for p in misshaped[:_MAX_LISTED]))
-    if misshaped and all(p in heads for p in misshaped):
-      lines.append('Only the classifier differs: set config.train.drop_head=True to fine-tune '
-                   'to the new class count.')
-    else:
-      lines.append('Check config.model (preset, num_classes, gating) against the checkpoint.')
-    raise ValueError('\n'.join(lines))
-  merged = {p: np.asarray(loaded_flat.get(p, v), np.float32) if p in loaded_flat else v
-            for p, v in fresh_flat.items()}
-  variables = traverse_util.unflatten_dict(merged)
-  return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+# The fitting of weights to a model lives in `gla_jax.weight_fitting`; its two
+# functions that training uses are reachable here too.
+fit = weight_fitting.fit
+head_paths = weight_fitting.head_paths
 
 
 def init_checkpoint_path(config: ml_collections.ConfigDict, workdir: Optional[str]) -> str:
@@ -345,20 +300,26 @@ def initial_variables(config: ml_collections.ConfigDict, model: models.ResNeXt3D
   What training starts from: with an init checkpoint, every leaf it provides
   replaces the random one (`fit`; a fresh classifier with `train.drop_head`).
   """
+  return _initialised(config, model, rng, workdir)[0]
+
+
+def _initialised(config, model, rng, workdir) -> Tuple[Dict[str, Any], Optional[Weights]]:
+  """`initial_variables` and the init checkpoint's weights as read (None without one)."""
   init_rng, head_rng = jax.random.split(rng)
   variables = models.init_variables(model, init_rng, building.clip_shape(config))
   source = init_checkpoint_path(config, workdir)
-  if source:
-    try:
-      loaded = read(source, model, best_metric=config.train.best_metric,
-                    drop_head=config.train.drop_head, rng=head_rng)
-    except FileNotFoundError as error:
-      raise FileNotFoundError(f'config.train.init_checkpoint={config.train.init_checkpoint!r}: '
-                              f'{error} Fix the path.') from None
-    variables = fit(variables, loaded.variables, head_paths(model), config.train.drop_head,
-                    source)
-    logging.info('Initialised from %s (drop_head=%s).', source, config.train.drop_head)
-  return variables
+  if not source:
+    return variables, None
+  try:
+    loaded = read(source, model, best_metric=config.train.best_metric,
+                  drop_head=config.train.drop_head, rng=head_rng)
+  except FileNotFoundError as error:
+    raise FileNotFoundError(f'config.train.init_checkpoint={config.train.init_checkpoint!r}: '
+                            f'{error} Fix the path.') from None
+  variables = fit(variables, loaded.variables, head_paths(model), config.train.drop_head,
+                  source)
+  logging.info('Initialised from %s (drop_head=%s).', source, config.train.drop_head)
+  return variables, loaded
 
 
 # ------------------------------------------------------------------------------
@@ -367,21 +328,43 @@ def initial_variables(config: ml_collections.ConfigDict, model: models.ResNeXt3D
 
 
 def for_config(config: ml_collections.ConfigDict, workdir: str,
-               model: Optional[models.ResNeXt3D] = None) -> Weights:
-  """The weights every mode uses: see the module docstring for the order.
+               model: Optional[models.ResNeXt3D] = None,
+               checkpoint: Optional[str] = None) -> Weights:
+  """The weights every mode uses: `checkpoint`, else see the module docstring for the order.
 
   Args:
     config: the whole config (`eval.checkpoint`, `train.best_metric`,
       `train.init_checkpoint`, `train.seed` for a fresh head).
     workdir: the run's workdir.
     model: the network (`building.create_model(config)` by default).
+    checkpoint: weights to use instead of the workdir's (`--checkpoint`): a
+      training workdir, a converted directory or a `.pth` file (`read`).
 
   Raises:
-    FileNotFoundError: no weights anywhere; the message lists every place
-      looked and how to make weights.
+    FileNotFoundError: no weights anywhere (the message lists every place
+      looked and how to make weights), or no weights at `checkpoint`.
+    ValueError: weights that do not fit the model (`weight_fitting.check_fits`).
   """
   if model is None:
     model = building.create_model(config)
+  if checkpoint:
+    if not storage.exists(checkpoint):
+      raise FileNotFoundError(f'--checkpoint={checkpoint}: no such file or directory; give a '
+                              'training workdir, a converted directory or a PyTorch .pth file.')
+    try:
+      weights = read(checkpoint, model, which=config.eval.checkpoint,
+                     best_metric=config.train.best_metric)
+    except FileNotFoundError as error:
+      raise FileNotFoundError(f'--checkpoint={checkpoint}: {error}') from None
+    logging.info('Using the weights of --checkpoint=%s (%s).', checkpoint, weights.kind)
+  else:
+    weights = _of_workdir(config, workdir, model)
+  weight_fitting.check_fits(weights.variables, model, weights.path, weights.metadata)
+  return weights
+
+
+def _of_workdir(config, workdir, model) -> Weights:
+  """`for_config` without `checkpoint`: the order of the module docstring."""
   looked: List[str] = []
   if checkpoints.has_training_checkpoints(workdir):
     weights = read(workdir, which=config.eval.checkpoint, best_metric=config.train.best_metric)
@@ -392,11 +375,11 @@ def for_config(config: ml_collections.ConfigDict, workdir: str,
   source = init_checkpoint_path(config, workdir)
   if source:
     if storage.exists(source):
-      variables = initial_variables(config, model, jax.random.key(int(config.train.seed)),
-                                    workdir)
-      kind = ('pth' if storage.is_file(source) else
-              'training' if checkpoints.has_training_checkpoints(source) else 'converted')
-      return Weights(variables, storage.absolute(source), kind)
+      variables, loaded = _initialised(config, model, jax.random.key(int(config.train.seed)),
+                                       workdir)
+      # A fresh classifier has none of the checkpoint's class names.
+      names = None if config.train.drop_head else loaded.class_names
+      return Weights(variables, loaded.path, loaded.kind, loaded.step, {'class_names': names})
     looked.append(f'config.train.init_checkpoint={config.train.init_checkpoint!r} (not in '
                   f'{workdir}, nor in {os.getcwd()})')
   converted = storage.join(workdir, CONVERTED_DIR)

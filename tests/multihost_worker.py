@@ -11,7 +11,10 @@ the 9 evaluation videos of one clip each make 2 batches of 8 clips, and 1
 batch without that video. MODE:
   main_job    (default) the main job (`jobs.main_job`: train, loc_eval, the
               demo's long video) with few steps; each process writes its
-              summary to OUT.<process id>.json;
+              summary to OUT.<process id>.json. Then training again in
+              WORKDIR_stop, where process $GLA_TEST_UNREADABLE_ON can read no
+              training video: each process writes the error it stopped with
+              to OUT.stop.<process id>.json;
   train       trains and evaluates; each process writes its final metrics to
               OUT.<process id>.json.
 Then process 0 writes the final parameters to OUT.npz. NUM_PROCESSES=1 is the
@@ -70,6 +73,25 @@ def _unreadable_on(process_id: int):
     sources.SyntheticSource.num_frames = real_num_frames
 
 
+@contextlib.contextmanager
+def _no_training_video_on(process_id: int):
+  """While entered, no training video can be read on `process_id` (too many unreadable)."""
+  from gla_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from gla_jax.data import video_io  # pylint: disable=g-import-not-at-top
+  real_load = sources.SyntheticSource.load
+
+  def load(self, index, frame_indices):
+    if self.dataset.split == 'train':
+      raise video_io.VideoReadError(f'video {index} is truncated on process {process_id}')
+    return real_load(self, index, frame_indices)
+  if jax.process_index() == process_id:
+    sources.SyntheticSource.load = load
+  try:
+    yield
+  finally:
+    sources.SyntheticSource.load = real_load
+
+
 def main(process_id: int, num_processes: int, port: int, workdir: str, out: str,
          mode: str = 'main_job') -> None:
   jax.config.update('jax_num_cpu_devices', TOTAL_DEVICES // num_processes)
@@ -93,6 +115,7 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, out: str,
       return real_train_and_evaluate(*args, **kwargs)
   loop.train_and_evaluate = train_and_evaluate    # Training's evaluations only, not loc_eval.
   if mode == 'main_job':
+    config.train.tensorboard = True   # The main job's pictures go to TensorBoard (process 0).
     result = jobs.main_job(config, workdir)
   elif mode == 'train':
     final = loop.train_and_evaluate(config, workdir)
@@ -106,6 +129,21 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, out: str,
     flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(leaf)
             for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]}
     np.savez(f'{out}.npz', **flat)
+  if mode == 'main_job':
+    _stop_together(real_train_and_evaluate, config, f'{workdir}_stop', out, unreadable_on)
+
+
+def _stop_together(train_and_evaluate, config, workdir: str, out: str, process_id: int) -> None:
+  """Trains where `process_id` can read no training video; writes the error this process got."""
+  from gla_jax.data import bad_data  # pylint: disable=g-import-not-at-top
+  error = None
+  try:
+    with _no_training_video_on(process_id):
+      train_and_evaluate(config, workdir)
+  except bad_data.BadDataError as e:
+    error = str(e)
+  with open(f'{out}.stop.{jax.process_index()}.json', 'w') as f:
+    json.dump({'error': error}, f)
 
 
 if __name__ == '__main__':

@@ -8,10 +8,14 @@ import tomllib
 import zipfile
 
 from absl import app
+import numpy as np
 import pytest
 
+from configs import tiny
 import gla_jax
 from gla_jax import cli
+from gla_jax import validation
+from gla_jax.data import bad_data
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHIPPED = ('demo', 'kinetics', 'tiny', 'ucf101')
@@ -86,6 +90,8 @@ def test_wheel_installs_only_gla_jax_with_its_configs_and_command(wheel):
       'gla_jax', f'gla_jax-{gla_jax.__version__}.dist-info'}
   for config in SHIPPED:
     assert f'gla_jax/configs/{config}.py' in names
+  for labels in ('ucf101', 'hmdb51', 'kinetics400'):   # The class names of published weights.
+    assert f'gla_jax/labels/{labels}.txt' in names
   entry_points = zipfile.ZipFile(wheel).read(
       f'gla_jax-{gla_jax.__version__}.dist-info/entry_points.txt').decode()
   assert 'gla-jax = gla_jax.cli:main' in entry_points
@@ -98,17 +104,37 @@ def test_installed_package_runs_from_any_folder(wheel, tmp_path):
                   str(target), str(wheel)], check=True, capture_output=True, timeout=300)
   env = dict(os.environ, PYTHONPATH=str(target), GLA_JAX_HUGE_PAGES='0')
   code = ('import gla_jax; from gla_jax import cli, convert, explain, localize, models; '
+          'from gla_jax import class_names; '
           "print(gla_jax.__version__, cli.config_file('demo'), models.ResNeXt3D101.func.__name__,"
           ' explain.explain.__name__, localize.localize.__name__, '
-          'convert.torch_to_flax.__name__)')
+          'convert.torch_to_flax.__name__, class_names.shipped(400)[-1])')
   done = subprocess.run([sys.executable, '-c', code], cwd=elsewhere, env=env,
                         capture_output=True, text=True, timeout=120, check=True)
   version, demo, *names = done.stdout.split()
   assert version == gla_jax.__version__
   assert demo == str(target / 'gla_jax' / 'configs' / 'demo.py')
-  assert names == ['ResNeXt3D', 'explain', 'localize', 'torch_to_flax']
+  assert names == ['ResNeXt3D', 'explain', 'localize', 'torch_to_flax', 'zumba']
   done = subprocess.run([str(target / 'bin' / 'gla-jax'), '--help'], cwd=elsewhere, env=env,
                         capture_output=True, text=True, timeout=120, check=False)
   # absl's --help exits with status 1 after printing the usage.
   assert 'gla-jax --config=demo' in done.stdout, done.stderr
   assert '--config' in done.stdout and 'loc_eval' in done.stdout
+
+
+def test_user_errors_are_the_projects_own_and_os_errors_not_bugs():
+  """Which errors `cli.run` prints as one message (the rest keep their traceback)."""
+  config = tiny.get_config()
+  config.train.learning_rate = -1.0
+  with pytest.raises(ValueError) as raised:
+    validation.validate(config)   # Raised by the project, on purpose.
+  assert cli.is_user_error(raised.value)
+  assert cli.is_user_error(bad_data.BadDataError('2 of 10 videos are unreadable'))
+  assert cli.is_user_error(FileNotFoundError(2, 'No such file', 'x.avi'))
+  assert cli.is_user_error(app.UsageError('--mode=convert needs --torch_checkpoint'))
+  with pytest.raises(ValueError) as raised:
+    np.zeros(3).reshape(2)   # A bug: raised inside a library.
+  assert not cli.is_user_error(raised.value)
+  with pytest.raises(KeyError) as raised:
+    {}['key']  # pylint: disable=pointless-statement
+  assert not cli.is_user_error(raised.value)
+  assert cli.error_message(KeyError('config has no "x"')) == 'config has no "x"'

@@ -26,3 +26,9 @@ def test_demo_video_acts_for_one_clip_at_training_speed(tmp_path):
   speed = np.abs(np.diff(video.params.actor.center[start:end, 0])).mean()
   low, high = (s * min(generator.height, generator.width) for s in generator.translation_speed)
   assert low <= speed <= high, (speed, low, high)
+
+
+def test_tensorboard_shows_the_middle_frame_of_the_first_segment():
+  assert demo.overlay_frame_index([(24, 30), (2, 4)], 32) == 26
+  assert demo.overlay_frame_index([(5, 6)], 32) == 5
+  assert demo.overlay_frame_index([], 32) == 15

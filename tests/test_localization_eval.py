@@ -15,6 +15,7 @@ from gla_jax.data import loader
 from gla_jax.data import sources
 from gla_jax.data import video_io
 from gla_jax.explain import comparison
+from gla_jax.explain import perturbation
 from gla_jax.models import building
 
 THRESHOLDS = (0.3, 0.5, 0.7)
@@ -83,6 +84,7 @@ def _check_report(result, workdir):
   assert [os.path.basename(p) for p in result['files']['pictures']] == \
       [f'clip_{result["reported_clips"][0]}.png']
   assert os.path.getsize(result['files']['pictures'][0]) > 1000
+  assert os.path.getsize(result['files']['plot']) > 1000                  # comparison.png
 
 
 def test_every_method_is_compared(compared):
@@ -194,3 +196,39 @@ def test_clip_batches_are_split_over_the_local_devices(monkeypatch):
     for name, value in maps.items():
       np.testing.assert_allclose(clips['maps'][name][rows], np.asarray(value)[:count],
                                  atol=1e-5, err_msg=name)
+
+
+def test_progress_bars_over_the_curves_and_the_methods(compared, monkeypatch):
+  """compare's bars: every (curve clip, method) pair, then every method's threshold sweep."""
+  result, config, model, _, _ = compared
+  bars = []
+  # The bars are under test, not the curves (their forward passes cost seconds).
+  flat = perturbation.Curve(np.linspace(0, 1, 3), np.full(3, 0.5), 0.5)
+  monkeypatch.setattr(comparison, 'target_probability', lambda *args: None)
+  monkeypatch.setattr(comparison.perturbation, 'deletion_insertion',
+                      lambda *args, **kwargs: dict(deletion=flat, insertion=flat))
+
+  class Recorder:
+    def __init__(self, total, desc, **kwargs):
+      del kwargs
+      self.total, self.desc, self.n, self.closed = total, desc, 0, False
+      bars.append(self)
+
+    def update(self, n=1):
+      self.n += n
+
+    def close(self):
+      self.closed = True
+
+  rng = np.random.default_rng(0)
+  size, order = config.data.crop_size, result['order']
+  clips = dict(video=rng.integers(0, 256, (4, 8, size, size, 3), np.uint8),
+               maps={name: rng.random((4, 8, size, size), np.float32) for name in order},
+               boxes=np.tile(np.float32([2, 2, 20, 20]), (4, 8, 1)), present=np.ones((4, 8), bool),
+               label=np.zeros(4, int), target=np.zeros(4, int), video_index=np.arange(4))
+  comparison.compare(config, model, {}, clips, progress=Recorder)
+  assert [(bar.desc, bar.total, bar.n, bar.closed) for bar in bars] == [
+      ('loc_eval curves', len(order), len(order), True),       # 1 curve clip x every method
+      ('loc_eval thresholds', len(order), len(order), True)]
+  # loc_eval's bars are shown by process 0 only.
+  assert localization_eval._progress().keywords == {'enabled': jax.process_index() == 0}

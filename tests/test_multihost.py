@@ -6,12 +6,14 @@ are reduced across the processes by XLA's gloo collectives. Training must
 equal one process that owns both devices and reads the whole global batch; the
 main job must finish (not hang in a barrier or collective only some processes
 reach) with its outputs written by process 0; an evaluation video that only
-one process cannot read must not split the processes' batch counts.
+one process cannot read must not split the processes' batch counts; too many
+unreadable training videos on one process must stop every process.
 
 Two runs serve every test (tests/multihost_worker.py): the main job on two
 processes, where evaluation video 0 cannot be read by process 1 in training's
-evaluations, and training on one process that cannot read it. Their compiles
-are cached in pytest's cache directory (tests/compile_cache.py).
+evaluations, followed by training in which process 1 can read no training
+video; and training on one process that cannot read evaluation video 0. Their
+compiles are cached in pytest's cache directory (tests/compile_cache.py).
 """
 import glob
 import json
@@ -24,7 +26,9 @@ import time
 import numpy as np
 import pytest
 
+from gla_jax.training import checkpoints
 from tests import compile_cache
+from tests.outputs import events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A hang (a barrier or collective that only some processes reach) fails within this.
@@ -78,8 +82,9 @@ def _run(num_processes: int, mode: str, tmp_path, cache_dir: str, unreadable_on:
 
 
 @pytest.fixture(scope='module')
-def cache_dir(request, tmp_path_factory):
-  return compile_cache.directory(request, tmp_path_factory, 'jax_compilation_cache_multihost')
+def cache_dir(persistent_compilation_cache):
+  """The session's compilation cache (tests/conftest.py), shared by the workers."""
+  return persistent_compilation_cache
 
 
 @pytest.fixture(scope='module')
@@ -133,6 +138,20 @@ def test_main_job_on_two_processes(two_processes):
     assert os.path.isfile(os.path.join(workdir, name)), name
   assert len(glob.glob(os.path.join(workdir, 'loc_eval', 'clip_*.png'))) == 1
   assert json.load(open(os.path.join(workdir, 'main_job.json')))['step'] == 3
+  # TensorBoard has the long video's overlay frame (the tiny config's 16 x 16 frames) and
+  # loc_eval's pictures beside the curves.
+  pictures = events.images(os.path.join(workdir, 'tensorboard'))
+  assert pictures['long_video/overlay'] == (16, 16), sorted(pictures)
+
+
+def test_checkpoints_hold_the_stream_state(two_processes):
+  """The final checkpoint holds the loader's grain state: 3 steps of 4 rows per process."""
+  workdir = two_processes[0]
+  with checkpoints.TrainCheckpointManager(os.path.join(workdir, checkpoints.CHECKPOINTS_DIR),
+                                          read_only=True) as manager:
+    assert manager.data_state(3) == {
+        'format': 1, 'origin_step': 0, 'grain': {'next_index': 12},
+        'structure': {'rows': 4, 'workers': 0, 'worker_type': 'inline'}}
 
 
 def test_video_unreadable_on_one_process(two_processes, one_process):
@@ -153,3 +172,17 @@ def test_video_unreadable_on_one_process(two_processes, one_process):
   assert sorted(first) == sorted(single)
   for key, value in single.items():
     np.testing.assert_allclose(first[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_too_many_unreadable_videos_on_one_process_stop_both(two_processes):
+  """Process 1 can read no training video: both processes stop with its error.
+
+  Before, process 1 raised BadDataError at its first batch while process 0
+  waited in the first step's collectives forever (the run timed out).
+  """
+  _, out, logs = two_processes
+  errors = [json.load(open(f'{out}.stop.{i}.json'))['error'] for i in range(len(logs))]
+  assert errors[0] == errors[1]
+  assert errors[0].startswith('Reading the training data of step 1 failed on process 1 of 2, '
+                              'so every process stops. BadDataError: 7 of the 32 train videos '
+                              'are unreadable, more than config.data.max_bad_fraction=0.2')

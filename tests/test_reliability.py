@@ -6,13 +6,14 @@ and the fix; unreadable videos are skipped, counted and limited; a run killed
 parameters of an uninterrupted run; a non-finite step is not applied.
 
 Every training run here uses the tiny config on one device with the same
-shapes, and the module turns on JAX's persistent compilation cache in pytest's
-cache directory: the training and evaluation steps compile once per machine
-(the killed subprocesses and later sessions read them from the cache).
+shapes, and every compile goes through the session's persistent compilation
+cache (tests/conftest.py): the training and evaluation steps compile once (the
+killed subprocesses read them from the cache too).
 """
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,19 +21,20 @@ import threading
 
 import cv2
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
 from configs import tiny
+from gla_jax import compile_cache
 from gla_jax import explain
 from gla_jax import models
 from gla_jax import weights
 from gla_jax.data import bad_data
 from gla_jax.data import loader
 from gla_jax.data import sources
+from gla_jax.data import synthetic_settings
 from gla_jax.data import video_io
 from gla_jax.models import convert
 from gla_jax.outputs import reports
@@ -40,28 +42,6 @@ from gla_jax.training import checkpoints
 from gla_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CACHE_OPTIONS = {'jax_persistent_cache_min_compile_time_secs': 0.0,
-                  'jax_persistent_cache_min_entry_size_bytes': 0}
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_once(request, tmp_path_factory):
-  """Fast compiles (as every test, see conftest.py) and a persistent compilation cache."""
-  cache = getattr(request.config, 'cache', None)    # None under `-p no:cacheprovider`.
-  cache_dir = str(cache.mkdir('jax_compilation_cache') if cache is not None
-                  else tmp_path_factory.mktemp('jax_compilation_cache'))
-  options = {'jax_disable_most_optimizations': True, 'jax_compilation_cache_dir': cache_dir,
-             **_CACHE_OPTIONS}
-  previous = {name: jax.config.values[name] for name in options}
-  for name, value in options.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()   # Re-read the settings (another module may have compiled).
-  yield cache_dir
-  for name, value in previous.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-
-
 def _config(**train_overrides) -> ml_collections.ConfigDict:
   """The tiny config on one device: 4 steps, a checkpoint after each, one eval batch."""
   config = tiny.get_config()
@@ -91,6 +71,10 @@ def reference(tmp_path_factory):
   """An uninterrupted run: (workdir, final metrics)."""
   workdir = str(tmp_path_factory.mktemp('reference'))
   return workdir, loop.train_and_evaluate(_config(), workdir)
+
+
+def test_training_checkpoints_carry_the_class_names_of_the_data(reference):
+  assert weights.read(reference[0]).class_names == list(synthetic_settings.CLASS_NAMES)
 
 
 def _patched_batches(monkeypatch, on_step):
@@ -432,13 +416,12 @@ print('RESULT', json.dumps({'step': result['step']}), flush=True)
 
 
 def test_sigkill_inside_a_checkpoint_write_resumes_to_the_same_parameters(
-    tmp_path, reference, compile_once):
+    tmp_path, reference, persistent_compilation_cache):
   """Kills a training run (SIGKILL) while it writes step 3, reruns it, compares with `reference`."""
   (tmp_path / 'run.py').write_text(_RUNNER)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, 'tests')]),
              JAX_OPTIONS=json.dumps({'jax_disable_most_optimizations': True,
-                                     'jax_compilation_cache_dir': compile_once,
-                                     **_CACHE_OPTIONS}))
+                                     **compile_cache.settings(persistent_compilation_cache)}))
   workdir = str(tmp_path / 'work')
 
   def run(stall):
@@ -528,3 +511,96 @@ def test_max_nonfinite_steps_stops_and_keeps_the_last_good_checkpoint(tmp_path, 
     loop.train_and_evaluate(_config(max_nonfinite_steps=2), str(tmp_path))
   assert checkpoints.training_step(tmp_path) == 2     # Step 3 tripped the limit: not saved.
   _assert_trees_equal(_params(tmp_path, 2), _params(tmp_path, 1))
+
+
+# ------------------------------------------------------------------------------
+# The command line: one message, no traceback (--debug shows it).
+# ------------------------------------------------------------------------------
+
+# Runs main.py on each argv of argv[1] (JSON) in this one process, as the
+# interpreter would run it: the flags parsed afresh each time, stderr (fd 2)
+# captured, a SystemExit's text printed with status 1, an escaping exception's
+# traceback printed. One process instead of one per case saves ~3 s of imports each.
+_CLI_DRIVER = '''
+import json, os, runpy, sys, tempfile, traceback
+from absl import app, flags
+results = []
+for argv in json.loads(sys.argv[1]):
+  saved = os.dup(2)
+  with tempfile.TemporaryFile(mode='w+') as capture:
+    os.dup2(capture.fileno(), 2)
+    status = 0
+    try:
+      sys.argv = ['main.py'] + argv
+      flags.FLAGS.unparse_flags()
+      app._register_and_parse_flags_with_usage.done = False   # app.run parses once per process.
+      runpy.run_path('main.py', run_name='__main__')
+    except SystemExit as done:
+      if isinstance(done.code, str):
+        print(done.code, file=sys.stderr)
+      status = 1 if isinstance(done.code, str) else done.code or 0
+    except BaseException:
+      traceback.print_exc()
+      status = 1
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    capture.seek(0)
+    results.append({'status': status, 'stderr': capture.read()})
+print('RESULTS', json.dumps(results))
+'''
+
+
+def test_command_line_errors_print_one_message_and_debug_shows_the_traceback(tmp_path):
+  """Bad input a command-line user can cause: a message naming the fix, status 1, no traceback."""
+  config = tiny.get_config()
+  shape = (1, 8, 16, 16, 3)
+  work = tmp_path / 'work'
+  # Weights in the workdir (as --mode=convert writes them) and of another model.
+  weights.save_variables(work / weights.CONVERTED_DIR, _zero_variables(models.create(
+      'tiny', num_classes=config.model.num_classes), shape), {'preset': 'tiny', 'num_classes': 8})
+  weights.save_variables(tmp_path / 'five', _zero_variables(models.create('tiny', num_classes=5),
+                                                            shape),
+                         {'preset': 'tiny', 'num_classes': 5})
+  videos = _bad_video_files(tmp_path / 'videos')
+  (tmp_path / 'two_names.txt').write_text('walk\nrun\n')
+  base = ['--config=tiny', f'--workdir={work}']
+  cases = {
+      'bad config value': (base + ['--mode=eval', '--config.train.learning_rate=-1'],
+                           r'Error: config.train.learning_rate=-1.0: must be >= 0'),
+      'missing weights': (['--config=tiny', f'--workdir={tmp_path / "empty"}', '--mode=eval'],
+                          r'(?s)Error: No weights found. Looked in:.*--mode=convert'),
+      'broken video': (base + ['--mode=localize', f'--video={videos["noise"][0]}'],
+                       r'(?s)Error: .*cannot open .*noise.avi.*re-encode'),
+      'another model': (base + ['--mode=eval', f'--checkpoint={tmp_path / "five"}'],
+                        r"(?s)Error: The weights at .*five do not fit the model.*'tiny' model "
+                        r'with 5 classes'),
+      'names file': (base + ['--mode=convert', '--torch_checkpoint=any.pth',
+                             f'--class_names={tmp_path / "two_names.txt"}'],
+                     r'Error: --class_names=.*has 2 class names but the model has 8 classes'),
+      'misspelt key': (base + ['--config.data.num_frame=8'],
+                       r'FATAL Flags parsing error: --config.data.num_frame=8: config.data has no '
+                       r"key 'num_frame'. Did you mean \"num_frames\""),
+      'misplaced flag': (base + ['--mode=train', f'--checkpoint={work}'],
+                         r'Error: --checkpoint is for --mode=explain.*init_checkpoint'),
+  }
+  runs = [argv for argv, _ in cases.values()] + [
+      ['--config=tiny', f'--workdir={tmp_path / "empty"}', '--mode=eval', '--debug']]
+  done = subprocess.run([sys.executable, '-c', _CLI_DRIVER, json.dumps(runs)], cwd=ROOT,
+                        env=dict(os.environ, PYTHONPATH=ROOT, GLA_JAX_HUGE_PAGES='0',
+                                 XDG_CACHE_HOME=str(tmp_path / 'cache')),
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert 'RESULTS' in done.stdout, done.stderr[-3000:]
+  results = json.loads(done.stdout.split('RESULTS', 1)[1])
+  for (name, (_, message)), result in zip(cases.items(), results):
+    assert result['status'] == 1, (name, result)
+    assert 'Traceback' not in result['stderr'], (name, result['stderr'])
+    assert re.search(message, result['stderr']), (name, result['stderr'])
+  debug = results[-1]
+  assert debug['status'] == 1
+  assert 'Traceback' in debug['stderr'] and 'FileNotFoundError: No weights found' in debug['stderr']
+
+
+def _zero_variables(model, shape):
+  """Zero `{'params', 'batch_stats'}` of `model`'s shapes (traced, not compiled)."""
+  shapes = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), shape))
+  return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)

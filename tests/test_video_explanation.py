@@ -2,12 +2,15 @@
 import json
 import os
 
+import cv2
 import jax
 import numpy as np
 import pytest
 
 from configs import tiny
+import gla_jax
 from gla_jax import explain
+from gla_jax import model_loading
 from gla_jax import models
 from gla_jax import video_explanation
 from gla_jax import weights
@@ -15,6 +18,8 @@ from gla_jax.data import sampling
 from gla_jax.data import synthetic
 from gla_jax.data import synthetic_settings
 from gla_jax.data import video_io
+from gla_jax.explain import attention as attention_lib
+from gla_jax.explain import long_video
 from gla_jax.models import building
 from tests.explain import test_long_video
 
@@ -141,3 +146,177 @@ def test_bad_video_settings_are_refused_before_any_work(tmp_path, key, value, er
     config.localize[key] = value
   with pytest.raises(error, match=message):
     video_explanation.explain_video_file(config, str(tmp_path), str(tmp_path / 'missing.avi'))
+
+
+# ------------------------------------------------------------------------------
+# The Python API: gla_jax.explain_video and its VideoExplanation.
+# ------------------------------------------------------------------------------
+
+REVERSED_NAMES = list(reversed(synthetic_settings.CLASS_NAMES))
+
+
+@pytest.fixture(scope='module')
+def checkpoint(setting):
+  """A converted directory that carries its config and class names (what rebuilds the model)."""
+  config, workdir, _ = setting
+  directory = os.path.join(os.path.dirname(workdir), 'with_config')
+  weights.save_variables(directory, weights.for_config(config, workdir).variables,
+                         {'preset': 'tiny', 'num_classes': 8, 'config': config.to_dict(),
+                          'class_names': REVERSED_NAMES})
+  return directory
+
+
+@pytest.fixture(scope='module')
+def from_checkpoint(setting, checkpoint):
+  return gla_jax.explain_video(setting[2], checkpoint=checkpoint, progress=False)
+
+
+def test_a_checkpoint_alone_gives_the_command_line_result(setting, localized, from_checkpoint):
+  result = from_checkpoint
+  np.testing.assert_allclose(result.attention, np.load(os.path.join(localized, 'attention.npy')),
+                             atol=1e-6)
+  np.testing.assert_allclose(result.layer_maps['layer1'],
+                             np.load(os.path.join(localized, 'layers', 'layer1.npy')), atol=1e-6)
+  record = json.load(open(os.path.join(localized, 'localization.json')))
+  boxes = np.array([frame['box'] or [-1] * 4 for frame in record['frames']], np.float32)
+  np.testing.assert_allclose(result.boxes, boxes, atol=0.01)           # JSON rounds to 0.01 px
+  assert result.segments == [(s['start_frame'], s['end_frame']) for s in record['segments']]
+  assert result.fps == 10.0 and result.source == os.path.abspath(setting[2])
+  # The class names are the checkpoint's: the same class as the CLI's, under its stored name.
+  info = json.load(open(os.path.join(localized, 'clips.json')))
+  assert result.video_class == info['video_class']['target']
+  assert result.class_name == REVERSED_NAMES[result.video_class]
+  assert result.clip_classes.tolist() == [clip['target'] for clip in info['clips']]
+  assert result.clip_starts.tolist() == [0, 4, 8, 12]
+  np.testing.assert_allclose(result.clip_probabilities.sum(axis=1), 1, rtol=1e-5)
+  np.testing.assert_allclose(result.probabilities, result.clip_probabilities.mean(axis=0),
+                             rtol=1e-5)                            # video_score='mean'
+  assert [name for name, _ in result.top(3)] == [
+      REVERSED_NAMES[k] for k in np.argsort(-result.probabilities, kind='stable')[:3]]
+
+
+def test_the_three_input_kinds_give_the_same_result(setting, checkpoint, from_checkpoint,
+                                                    tmp_path):
+  frames = video_io.read_video(setting[2])                  # What the file decodes to.
+  folder = tmp_path / 'walk_frames'
+  folder.mkdir()
+  for t, frame in enumerate(frames):                        # frame_1 .. frame_20: natural order
+    cv2.imwrite(str(folder / f'frame_{t + 1}.png'), frame[..., ::-1])
+  cv2.imwrite(str(folder / 'flow_x_1.png'), frames[0])      # flow beside the RGB frames: skipped
+  by_folder = gla_jax.explain_video(str(folder), checkpoint=checkpoint, progress=False)
+  by_array = gla_jax.explain_video(frames, checkpoint=checkpoint, progress=False, fps=10)
+  for result in (by_folder, by_array):
+    np.testing.assert_array_equal(result.frames, frames)
+    np.testing.assert_allclose(result.attention, from_checkpoint.attention, atol=1e-6)
+    np.testing.assert_array_equal(result.boxes, from_checkpoint.boxes)
+    assert result.segments == from_checkpoint.segments
+    assert result.class_name == from_checkpoint.class_name
+  assert by_folder.fps is None and by_array.fps == 10.0 and by_array.source is None
+
+
+def test_boxes_are_in_the_original_frames_pixels(from_checkpoint):
+  # A hand-made case: the 40 x 40 centre square of a 48-wide frame starts at x0 = 4, and
+  # the model saw it at 32 px, so a crop pixel is 40 / 32 = 1.25 frame pixels.
+  crop_boxes = np.array([[0, 0, 16, 8], [-1, -1, -1, -1], [8, 4, 32, 32]], np.float32)
+  np.testing.assert_allclose(long_video.boxes_to_frame(crop_boxes, (4, 0, 40), 32),
+                             [[4, 0, 24, 10], [-1, -1, -1, -1], [14, 5, 44, 40]])
+  result = from_checkpoint
+  assert result.region == (4, 0, 40)
+  crop = result.details.localization.boxes
+  has_box = np.all(crop >= 0, axis=1)
+  assert has_box.any()
+  np.testing.assert_allclose(result.boxes[has_box], crop[has_box] * 1.25 + [4, 0, 4, 0],
+                             rtol=1e-6)
+  assert np.all(result.boxes[~has_box] == -1)
+
+
+def test_save_overlays_and_panels(setting, localized, from_checkpoint, tmp_path):
+  result = from_checkpoint
+  out = result.save(str(tmp_path / 'saved'), max_panels=2)
+  listing = lambda folder: sorted(os.path.relpath(os.path.join(d, f), folder)
+                                  for d, _, files in os.walk(folder) for f in files)
+  assert listing(out) == listing(localized)                  # The command line's files and names
+  # One output frame per input frame, decoded back, for each format.
+  assert video_io.read_video(result.write_overlay(str(tmp_path / 'o.mp4'))).shape == (
+      NUM_FRAMES, HEIGHT, WIDTH, 3)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(result.write_overlay(str(tmp_path / 'o.gif'))) as gif:
+    assert gif.n_frames == NUM_FRAMES
+  with pytest.raises(ValueError, match=r"suffix picks the format; use one of \.mp4"):
+    result.write_overlay(str(tmp_path / 'o.webp'))
+  panel = result.panel(3)
+  assert panel.dtype == np.uint8 and panel.shape == cv2.imread(
+      os.path.join(localized, 'panel_3.png')).shape
+  with pytest.raises(IndexError, match='the video has 4 clips'):
+    result.panel(4)
+
+
+def test_overrides_and_model_given_directly(setting, monkeypatch):
+  config, workdir, path = setting
+  targets = []
+  real = attention_lib.explain
+
+  def recording(*args, target=None, **kwargs):   # Explaining a given class compiles anew:
+    targets.append(target)                       # the class is checked on its way in only.
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(attention_lib, 'explain', recording)
+  result = gla_jax.explain_video(
+      path, model=building.create_model(config),
+      variables=weights.for_config(config, workdir).variables, config=config,
+      target=REVERSED_NAMES[2], clip_stride=8, with_localization=False, progress=False,
+      class_names=REVERSED_NAMES)
+  assert result.clip_starts.tolist() == [0, 8, 12]          # clip_stride=8, the last clip at 12
+  assert len(targets) == 1 and targets[0].tolist() == [2] * 4   # the name's index, every clip
+  assert result.class_names == tuple(REVERSED_NAMES)
+  assert result.segments == [] and np.all(result.boxes == -1) and not result.localized
+  assert result.summary()['segments'] is None
+
+
+@pytest.mark.parametrize('video, kwargs, error, message', [
+    (np.zeros((4, 8, 8, 3), np.float32), {}, ValueError, r'must be uint8 RGB.*np\.clip'),
+    (np.zeros((8, 8, 3), np.uint8), {}, ValueError, r'one frame.*frames\[None\]'),
+    (np.zeros((4, 8, 8, 4), np.uint8), {}, ValueError, r'RGBA.*frames\[\.\.\., :3\]'),
+    ('missing.avi', {}, FileNotFoundError, r"'missing.avi' does not exist; pass a video file"),
+    (np.zeros((4, 8, 8, 3), np.uint8), {'target': 'jump'}, ValueError,
+     r"target='jump' is not a class name"),
+    (np.zeros((4, 8, 8, 3), np.uint8), {'method': 'cam'}, ValueError, r'config.explain.method'),
+])
+def test_bad_inputs_name_the_fix(checkpoint, video, kwargs, error, message):
+  with pytest.raises(error, match=message):
+    gla_jax.explain_video(video, checkpoint=checkpoint, progress=False, **kwargs)
+
+
+def test_weights_that_cannot_rebuild_a_model_ask_for_a_config(setting, tmp_path):
+  (tmp_path / 'x.pth').write_bytes(b'')
+  frames = np.zeros((4, 8, 8, 3), np.uint8)
+  # metadata {'preset': 'tiny'} alone: the default 101 classes, not the weights' 8.
+  with pytest.raises(ValueError, match='(?i)classifier|num_classes'):
+    gla_jax.explain_video(frames, checkpoint=os.path.join(setting[1], weights.CONVERTED_DIR))
+  with pytest.raises(ValueError, match=r'PyTorch file, which stores no config: pass config='):
+    gla_jax.explain_video(frames, checkpoint=str(tmp_path / 'x.pth'))
+  with pytest.raises(ValueError, match='Pass checkpoint=.*not neither'):
+    gla_jax.explain_video(frames)
+  with pytest.raises(ValueError, match=r'names no known model.*pass config='):
+    model_loading.config_from_metadata({'preset': 'unknown'})
+
+
+def test_configs_of_older_checkpoints_are_laid_over_the_defaults():
+  old = model_loading.config_from_metadata({'preset': 'tiny', 'num_classes': 5})   # no config
+  assert (old.model.preset, old.model.num_classes, old.data.crop_size) == ('tiny', 5, 112)
+  saved = tiny.get_config().to_dict()
+  del saved['localize']['threshold']                        # an older version lacked a key
+  saved['explain']['retired_key'] = 1                       # ... or had one no longer there
+  config = model_loading.config_from_metadata({'config': saved})
+  assert config.localize.threshold == 0.5 and 'retired_key' not in config.explain
+  assert (config.data.crop_size, config.data.mean) == (16, tuple(sampling.ACTIVITYNET_MEAN))
+
+
+def test_preprocess_is_the_models_input_without_a_config():
+  frames = np.random.default_rng(0).integers(0, 256, (3, 40, 48, 3), np.uint8)
+  config = tiny.get_config()
+  got = gla_jax.preprocess(frames, crop_size=16, mean=config.data.mean, std=(2.0, 4.0, 8.0))
+  expected = (sampling.crop_resize(frames, 4, 0, 40, 16).astype(np.float64)
+              - np.array(config.data.mean)) / np.array([2.0, 4.0, 8.0])
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-4)
+  assert got.dtype == np.float32 and got.shape == (3, 16, 16, 3)

@@ -20,16 +20,18 @@ Batch format (a dict of numpy arrays, the same for every source and split):
 T = `num_frames`, S = `crop_size`. With `process_count` P > 1 each process gets
 its B / P rows of the global batch. The rows of training step s are a function
 of (seed, s) only (epoch permutations from (seed, epoch), augmentation from
-(seed, s, row)), so a run resumes exactly and does not depend on `workers`:
-the grain stream's position (its iterator state `next_index`) is
-(s - start_step) * B / P, so the checkpoint's step is the loader's state.
-Unreadable videos: `bad_data`. Design notes: docs/design.md.
+(seed, s, row)), so a run resumes exactly and does not depend on `workers`.
+Element k of a process's grain stream is row k mod (B / P) of step
+k // (B / P); a stream starts at its first step's elements, and
+`TrainBatches.state()` (grain's iterator state, JSON) is saved with each
+checkpoint: a resumed run restores it when the stream's structure matches,
+and otherwise positions a new stream at the checkpoint's step, which yields
+the same batches. Unreadable videos: `bad_data`. Design notes: docs/design.md.
 """
 import concurrent.futures
-import functools
 import math
 import sys
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from absl import flags
 from absl import logging
@@ -39,94 +41,14 @@ import ml_collections
 import numpy as np
 
 from gla_jax.data import bad_data
+from gla_jax.data import read_tasks
 from gla_jax.data import sampling
 from gla_jax.data import sources
 
 Batch = Dict[str, np.ndarray]
+# The order of the videos in a training epoch (seed, epoch, size) -> int [size].
+epoch_permutation = read_tasks.epoch_permutation
 
-# SeedSequence words that keep the random streams of the pipeline apart.
-_EPOCH_STREAM = 0
-_EXAMPLE_STREAM = 1
-
-
-# ------------------------------------------------------------------------------
-# Tasks: what one worker builds (one training example, one video's eval clips).
-# ------------------------------------------------------------------------------
-
-
-class _Outcome(NamedTuple):
-  """What a reading task returns.
-
-  Attributes:
-    value: an Example (training), the list of a video's clips (evaluation), or
-      None when no video could be read.
-    video_index: the video the value comes from (a replacement's index).
-    failures: (video index, description, problem) of each video that failed.
-  """
-  value: Any
-  video_index: int
-  failures: Tuple[Tuple[int, str, str], ...]
-
-
-def _train_example(source: sources.Source, transform: sampling.ClipTransform, video_index: int,
-                   seed: int, step: int, row: int, policy: bad_data.ReadPolicy) -> _Outcome:
-  """The clip of (step, row) from `video_index`, or from the next readable video after it.
-
-  A replacement video gets the random draws the original would have had
-  (the generator restarts from (seed, step, row)), so which example replaces
-  which depends only on the files.
-  """
-  failures = []
-  for offset in range(policy.attempts):
-    candidate = (video_index + offset) % len(source)
-
-    def read(candidate=candidate):
-      rng = np.random.default_rng([seed, _EXAMPLE_STREAM, step, row])
-      frame_indices = sampling.train_frame_indices(source.num_frames(candidate),
-                                                   transform.num_frames, transform.stride, rng)
-      return source.load(candidate, frame_indices), rng
-
-    try:
-      example, rng = bad_data.read_with_retries(source, candidate, read, policy.retries)
-    except Exception as error:  # pylint: disable=broad-except
-      failures.append((candidate, source.describe(candidate), bad_data.describe_error(error)))
-      continue
-    height, width = example['video'].shape[1:3]
-    scale = transform.scales[int(rng.integers(len(transform.scales)))]
-    x0, y0, side = sampling.corner_crop(height, width, scale, int(rng.integers(5)))
-    flip = transform.flip and bool(rng.integers(2))
-    return _Outcome(transform.finish(example, x0, y0, side, flip), candidate, tuple(failures))
-  return _Outcome(None, video_index, tuple(failures))
-
-
-def _eval_examples(source: sources.Source, transform: sampling.ClipTransform, video_index: int,
-                   starts: Sequence[int], policy: bad_data.ReadPolicy) -> _Outcome:
-  """Evaluation clips of one video at `starts`, decoding the video once (None if unreadable)."""
-
-  def read():
-    num_frames = source.num_frames(video_index)
-    clips = [sampling.eval_frame_indices(num_frames, start, transform.num_frames, transform.stride)
-             for start in starts]
-    return source.load(video_index, np.concatenate(clips))
-
-  try:
-    example = bad_data.read_with_retries(source, video_index, read, policy.retries)
-  except Exception as error:  # pylint: disable=broad-except
-    return _Outcome(None, video_index,
-                    ((video_index, source.describe(video_index), bad_data.describe_error(error)),))
-  height, width = example['video'].shape[1:3]
-  x0, y0, side = sampling.corner_crop(height, width, 1.0, 0)
-  examples = []
-  for k in range(len(starts)):
-    rows = slice(k * transform.num_frames, (k + 1) * transform.num_frames)
-    examples.append(transform.finish({key: (value[rows] if key != 'label' else value)
-                                      for key, value in example.items()}, x0, y0, side, False))
-  return _Outcome(examples, video_index, ())
-
-
-# ------------------------------------------------------------------------------
-# Reading in parallel (grain) and batches.
-# ------------------------------------------------------------------------------
 
 
 def _init_process_worker(worker_index: int, worker_count: int) -> None:
@@ -189,35 +111,6 @@ def _fill_row(batch: Batch, row: int, example: sampling.Example, video_index: in
     batch['present'][row] = example['present']
 
 
-class _TrainRead:
-  """Element k of this process's training stream: (step, row, outcome); picklable for workers."""
-
-  def __init__(self, source, transform, policy, seed, start_step, batch_size, rows):
-    self.source, self.transform, self.policy = source, transform, policy
-    self.seed, self.start_step, self.batch_size, self.rows = seed, start_step, batch_size, rows
-
-  def __call__(self, k: int) -> Tuple[int, int, _Outcome]:
-    step, local = divmod(int(k), len(self.rows))
-    step += self.start_step
-    row = self.rows[local]
-    epoch, offset = divmod(step * self.batch_size + row, len(self.source))
-    video = int(epoch_permutation(self.seed, epoch, len(self.source))[offset])
-    return step, row, _train_example(self.source, self.transform, video, self.seed, step, row,
-                                     self.policy)
-
-
-class _EvalRead:
-  """One evaluation batch's groups (video, local rows, starts) -> [(video, rows, outcome)]."""
-
-  def __init__(self, source, transform, policy):
-    self.source, self.transform, self.policy = source, transform, policy
-
-  def __call__(self, groups):
-    return [(video, locals_, _eval_examples(self.source, self.transform, video, starts,
-                                            self.policy))
-            for video, locals_, starts in groups]
-
-
 def _local_rows(batch_size: int, process_index: int, process_count: int) -> range:
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index}, process_count={process_count}: need '
@@ -230,17 +123,62 @@ def _local_rows(batch_size: int, process_index: int, process_count: int) -> rang
   return range(process_index * rows, (process_index + 1) * rows)
 
 
-@functools.lru_cache(maxsize=4)
-def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
-  """The order of the `size` videos in training epoch `epoch` (read-only, cached)."""
-  order = np.random.default_rng([seed, _EPOCH_STREAM, epoch]).permutation(size)
-  order.flags.writeable = False
-  return order
+# Version of the saved stream state (`TrainBatches.state`).
+_STATE_FORMAT = 1
+
+
+class TrainBatches:
+  """The training batches of `train_batches`: an iterator with a checkpointable state.
+
+  Attributes:
+    restored: whether the stream continues a saved grain state (False: it
+      was positioned at its first step).
+  """
+
+  def __init__(self, stream: grain.IterDataset, origin_step: int, structure: Dict[str, Any],
+               grain_state: Optional[Dict[str, Any]]):
+    self._origin_step, self._structure = origin_step, structure
+    self._iterator = iter(stream)
+    self.restored = grain_state is not None
+    if grain_state is not None:
+      self._iterator.set_state(grain_state)
+    self._closed = False
+
+  def __iter__(self) -> 'TrainBatches':
+    return self
+
+  def __next__(self) -> Batch:
+    if self._closed:
+      raise StopIteration
+    try:
+      return next(self._iterator)
+    except BaseException:
+      self.close()     # As a generator would: an error ends the stream.
+      raise
+
+  def state(self) -> Dict[str, Any]:
+    """JSON: grain's iterator state after the batches taken, and the stream's structure."""
+    return {'format': _STATE_FORMAT, 'origin_step': self._origin_step,
+            'structure': self._structure, 'grain': self._iterator.get_state()}
+
+  def close(self) -> None:
+    """Stops grain's threads or worker processes (idempotent)."""
+    if not self._closed:
+      self._closed = True
+      self._iterator.close()
+
+
+def _stream_structure(data_config: ml_collections.ConfigDict, rows: int) -> Dict[str, Any]:
+  """What a saved grain state's meaning depends on: rows per step and the worker layout."""
+  workers = int(data_config.workers)
+  return {'rows': rows, 'workers': workers,
+          'worker_type': str(data_config.worker_type) if workers else 'inline'}
 
 
 def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
                   start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                  health: Optional[bad_data.DataHealth] = None) -> Iterator[Batch]:
+                  health: Optional[bad_data.DataHealth] = None,
+                  state: Optional[Dict[str, Any]] = None) -> TrainBatches:
   """Endless training batches; batch k of the iterator is step start_step + k.
 
   Args:
@@ -253,11 +191,15 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
       [p * B / P, (p + 1) * B / P) of every global batch.
     health: receives the unreadable videos and the epoch reports (module
       docstring); None keeps them internal (warnings and the limit still apply).
+    state: a `TrainBatches.state()` taken after step start_step - 1 (saved
+      with the checkpoint): restored when its stream structure (rows per
+      process, workers, worker type) is this one's; otherwise (or None) the
+      stream is positioned at start_step, which gives the same batches.
 
-  Yields:
-    Batches (module docstring) of batch_size / process_count rows; mask all
-    True. `video_index` is the video each row was read from (a replacement's
-    index where a video was unreadable).
+  Returns:
+    A `TrainBatches` iterator of batches (module docstring) of
+    batch_size / process_count rows; mask all True. `video_index` is the video
+    each row was read from (a replacement's index where a video was unreadable).
 
   Raises:
     BadDataError: (from `next`) more unreadable videos than
@@ -273,8 +215,24 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
       'train', data_config.max_bad_fraction)
   health.attach(size, epochs_done=start_step * batch_size // size)
   policy = health.policy(int(data_config.retries))
+  structure = _stream_structure(data_config, len(rows))
+  origin_step, grain_state = start_step, None
+  if state is not None:
+    if state.get('format') == _STATE_FORMAT and state.get('structure') == structure:
+      origin_step, grain_state = int(state['origin_step']), state['grain']
+      logging.info('Training data resumes from its saved grain state (step %d).', start_step)
+    else:
+      logging.info('The saved training data state (%s) does not fit this stream (%s): '
+                   'positioning the stream at step %d instead.', state.get('structure'),
+                   structure, start_step)
+  next_step = [start_step]
 
-  def assemble(elements: Sequence[Tuple[int, int, _Outcome]]) -> Batch:
+  def assemble(elements: Sequence[Tuple[int, int, read_tasks.Outcome]]) -> Batch:
+    if elements[0][0] != next_step[0]:
+      raise RuntimeError(f'The training stream is at step {elements[0][0]}, not at step '
+                         f'{next_step[0]}: its saved grain state does not belong to this '
+                         'checkpoint. Delete the checkpoint\'s data_state to resume by step.')
+    next_step[0] += 1
     batch = _empty_batch(len(rows), transform, source.has_boxes)
     for local, (step, row, outcome) in enumerate(elements):
       health.record(outcome.failures, skipped=1, epoch=(step * batch_size + row) // size)
@@ -284,12 +242,13 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
     health.end_epochs((step + 1) * batch_size // size)
     return batch
 
-  # Element k of the (endless) stream is row k mod R of step start_step + k // R.
-  examples = grain.MapDataset.range(0, sys.maxsize).map(
-      _TrainRead(source, transform, policy, seed, start_step, batch_size, rows))
+  # Element k of the (endless) stream is row k mod R of step k // R.
+  examples = grain.MapDataset.range(origin_step * len(rows), sys.maxsize).map(
+      read_tasks.TrainRead(source, transform, policy, seed, batch_size, rows))
   buffer = (int(data_config.prefetch) + 1) * len(rows)
   stream = _read_in_parallel(examples, data_config, buffer)
-  yield from _iterate(stream.batch(len(rows), batch_fn=assemble))
+  return TrainBatches(stream.batch(len(rows), batch_fn=assemble), origin_step, structure,
+                      grain_state)
 
 
 # How the processes of a multi-host run agree on the videos some could not read:
@@ -412,7 +371,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
     return batch
 
   plans = grain.MapDataset.source([batch_groups(b) for b in range(num_batches)])
-  stream = _read_in_parallel(plans.map(_EvalRead(source, transform, policy)), data_config,
+  stream = _read_in_parallel(plans.map(read_tasks.EvalRead(source, transform, policy)), data_config,
                              int(data_config.prefetch) + 1)
   yield from _iterate(stream.map(assemble))
   if health.skipped:

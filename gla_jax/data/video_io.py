@@ -1,4 +1,4 @@
-"""Reading and writing video files with OpenCV, with errors that say what to fix.
+"""Reading and writing video files with OpenCV and PyAV, with errors that say what to fix.
 
 `cv2.VideoCapture` fails quietly: a missing file, random bytes or an image all
 give a capture that "opens" or reads nothing, without saying why. The reader
@@ -7,7 +7,8 @@ problem and the fix. Frames are RGB (OpenCV decodes to BGR) uint8 [N, H, W, 3].
 
 Codecs verified on this project's OpenCV build (opencv-python-headless 5.0,
 see tests/test_video_io.py): MJPG/.avi, mp4v/.mp4, XVID/.avi, FFV1/.avi and
-FFV1/.mkv (lossless). H.264 (avc1) has no encoder in that build.
+FFV1/.mkv (lossless). H.264 (avc1) has no encoder in that build: `write_video`
+encodes it with PyAV's libx264 (PyAV's wheels carry it).
 
 A clip that starts inside a video is read with PyAV (FFmpeg): seek to the
 keyframe at or before its first frame and decode forward (`_read_by_seeking`),
@@ -16,10 +17,12 @@ without decoding the frames before the keyframe. Where PyAV is missing or
 cannot seek a file exactly, OpenCV decodes from frame 0.
 """
 import collections
+import fractions
 import os
 import threading
 from typing import NamedTuple, Optional
 
+from absl import logging
 import cv2
 import numpy as np
 
@@ -37,6 +40,11 @@ _IMAGE_SIGNATURES = (
     (b'II*\x00', 'TIFF'),
     (b'MM\x00*', 'TIFF'),
 )
+# FourCCs written as H.264 by PyAV (`write_video`); 'avc1' is H.264's FourCC in MP4.
+H264_CODECS = ('avc1', 'h264', 'H264')
+_H264_ENCODERS = ('libx264', 'libopenh264')
+# libx264: visually near-lossless quality (CRF 18) at a quick preset (overlays are long videos).
+_H264_OPTIONS = {'crf': '18', 'preset': 'veryfast'}
 # A raw Motion-JPEG stream starts with a JPEG marker too, yet it is a video.
 _MJPEG_STREAM_EXTENSIONS = ('.mjpg', '.mjpeg')
 
@@ -295,17 +303,55 @@ def read_video(path: str, max_frames: Optional[int] = None, start: int = 0,
   return np.stack(frames)
 
 
+def h264_encoder() -> Optional[str]:
+  """The name of PyAV's H.264 encoder ('libx264' in PyAV's wheels), or None without one."""
+  if av is None:
+    return None
+  for name in _H264_ENCODERS:
+    try:
+      av.codec.Codec(name, 'w')
+      return name
+    except Exception:  # pylint: disable=broad-except  (PyAV raises UnknownCodecError and others)
+      continue
+  return None
+
+
+def _write_h264(path: str, frames: np.ndarray, fps: float, encoder: str) -> None:
+  """Encodes RGB frames as H.264, yuv420p (what browsers and players decode), with PyAV."""
+  rate = fractions.Fraction(fps).limit_denominator(1001)
+  options = {'movflags': '+faststart'} if path.lower().endswith(('.mp4', '.mov')) else {}
+  try:
+    with av.open(path, 'w', options=options) as container:
+      stream = container.add_stream(encoder, rate=rate, options=dict(_H264_OPTIONS))
+      stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
+      for frame in frames:
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
+      container.mux(stream.encode())      # Flushes the frames the encoder holds back.
+  except Exception as error:  # pylint: disable=broad-except  (any FFmpeg error)
+    raise VideoWriteError(
+        f'PyAV could not write H.264 into {path!r}: {error}. Use a .mp4, .mkv or .mov file, '
+        "or another codec (config.localize.video_codec='mp4v' with .mp4, 'MJPG' with .avi)."
+    ) from error
+
+
 def write_video(path: str, frames: np.ndarray, fps: float = 25.0,
                 codec: str = 'MJPG') -> None:
   """Writes RGB frames to a video file (the parent directory is created).
 
+  H.264 ('avc1', or its alias 'h264') is encoded by PyAV's libx264 in yuv420p,
+  which browsers, notebooks and players show; where PyAV has no H.264 encoder
+  the file is written with OpenCV's 'mp4v' (MPEG-4 Part 2) and a warning says
+  so. The other FourCCs go to OpenCV's writer.
+
   Args:
     path: output file; its extension picks the container (.avi, .mp4, .mkv).
     frames: uint8 [N, H, W, 3] RGB, N >= 1, H and W even (FFmpeg's encoders
-      silently drop an odd last row/column, so odd sizes are refused).
+      silently drop an odd last row/column, and yuv420p needs even sizes, so
+      odd sizes are refused).
     fps: frame rate stored in the file.
-    codec: FourCC, e.g. 'MJPG' (with .avi: always available), 'mp4v' (.mp4),
-      'XVID' (.avi), 'FFV1' (.avi/.mkv, lossless).
+    codec: FourCC, e.g. 'avc1' (H.264, .mp4/.mkv/.mov), 'MJPG' (with .avi:
+      always available), 'mp4v' (.mp4), 'XVID' (.avi), 'FFV1' (.avi/.mkv,
+      lossless).
 
   Raises:
     VideoWriteError: bad frames, or the codec/container pair cannot be opened,
@@ -330,6 +376,16 @@ def write_video(path: str, frames: np.ndarray, fps: float = 25.0,
     raise VideoWriteError(f'fps={fps}: must be > 0.')
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
+  if codec in H264_CODECS:
+    encoder = h264_encoder()
+    if encoder is not None:
+      _write_h264(path, frames, fps, encoder)
+      _check_written(path)
+      return
+    logging.warning('No H.264 encoder in PyAV (FFmpeg built without libx264?): %s is written '
+                    "as MPEG-4 Part 2 ('mp4v'), which browsers do not play. Reinstall PyAV's "
+                    'wheel (pip install av) for H.264.', path)
+    codec = 'mp4v'
   writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*codec), float(fps), (width, height))
   if not writer.isOpened():
     writer.release()
@@ -343,6 +399,10 @@ def write_video(path: str, frames: np.ndarray, fps: float = 25.0,
       writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
   finally:
     writer.release()
+  _check_written(path)
+
+
+def _check_written(path: str) -> None:
   if not os.path.exists(path) or os.path.getsize(path) == 0:
-    raise VideoWriteError(f'OpenCV opened {path!r} for writing but wrote nothing; check '
+    raise VideoWriteError(f'{path!r} was opened for writing but nothing was written; check '
                           'free disk space and write permission.')

@@ -278,7 +278,7 @@ def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
     {method: one {'deletion', 'insertion'} per index, in order}.
   """
   curves: Dict[str, List[Dict[str, perturbation.Curve]]] = {name: [] for name in clips['maps']}
-  bar = _bar(progress, total=len(indices), desc='loc_eval deletion/insertion', unit='clip')
+  bar = _bar(progress, total=len(indices) * len(curves), desc='loc_eval curves', unit='map')
   try:
     for index in indices:
       score_fn = target_probability(model, variables, int(clips['target'][index]))
@@ -286,7 +286,7 @@ def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
       for name, maps in clips['maps'].items():
         curves[name].append(perturbation.deletion_insertion(
             score_fn, video, maps[index], steps=steps, batch_size=batch_size))
-      bar.update(1)
+        bar.update(1)
   finally:
     bar.close()
   return curves
@@ -381,7 +381,7 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     config: the whole config (`localize`, `explain`, `eval.split`, `data.mean`, `data.std`).
     model, variables: the network the clips were explained with.
     clips: `collect_clips`'s output.
-    progress: a progress-bar factory (see `Progress`) for the curves.
+    progress: a progress-bar factory (see `Progress`) for the curves and the sweeps.
 
   Returns:
     {'methods': {method: {'description', 'constant_maps' (the fraction of all
@@ -402,9 +402,7 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
                                    int(settings.seed))
 
   steps = int(settings.deletion_steps)
-  curve_count = 0
-  if steps > 0:
-    curve_count = min(int(settings.curve_clips) or len(reported), len(reported))
+  curve_count = min(int(settings.curve_clips) or len(reported), len(reported)) if steps > 0 else 0
   curves = (perturbation_curves(model, variables, clips, reported[:curve_count], steps,
                                 int(settings.batch_size), config.data.mean, config.data.std,
                                 progress) if curve_count else {})
@@ -414,7 +412,7 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
 
   iou_threshold = float(settings.iou_threshold)
   thresholds = tuple(float(t) for t in settings.thresholds)
-  methods = {}
+  methods, bar = {}, _bar(progress, total=len(order), desc='loc_eval thresholds', unit='method')
   for name in order:
     maps = clips['maps'][name]
     # Reported clips past the first curve_count have no curves (None).
@@ -433,6 +431,8 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     constant = maps.max(axis=(1, 2, 3)) <= maps.min(axis=(1, 2, 3))
     methods[name] = dict(description=describe(name), constant_maps=float(constant.mean()),
                          **entry)
+    bar.update(1)
+  bar.close()
   best, text = verdict(methods, iou_threshold)
 
   parts = np.full(num_clips, 'reported', object)

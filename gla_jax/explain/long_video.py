@@ -14,7 +14,7 @@ The whole video (uint8, the model's crop of every frame) and every clip map
 there (`models.normalize_video`).
 """
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -66,6 +66,11 @@ def sliding_clips(num_frames: int, clip_frames: int, stride: int
   return starts, indices
 
 
+def num_clips(num_frames: int, config: ml_collections.ConfigDict) -> int:
+  """How many sliding clips `explain_video` explains in a video of `num_frames` frames."""
+  return len(localize.sliding_starts(num_frames, int(config.data.num_frames), clip_stride(config)))
+
+
 def layers_option(layers: str):
   return tuple(name.strip() for name in layers.split(',')) if ',' in layers else layers
 
@@ -82,8 +87,9 @@ def place_variables(variables: Dict[str, Any], mesh: Optional[Mesh] = None) -> D
 
 
 def explain_clips(model: models.ResNeXt3D, variables: Dict[str, Any], clips: np.ndarray,
-                  config: ml_collections.ConfigDict,
-                  mesh: Optional[Mesh] = None) -> Dict[str, np.ndarray]:
+                  config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None,
+                  target: Optional[int] = None,
+                  on_batch: Optional[Callable[[int], Any]] = None) -> Dict[str, np.ndarray]:
   """Explains uint8 clips [N, T, S, S, 3] in batches of `config.explain.batch_size`.
 
   Each batch crosses to the device as uint8 and is normalised there with
@@ -93,7 +99,9 @@ def explain_clips(model: models.ResNeXt3D, variables: Dict[str, Any], clips: np.
   function. With a 1-D `mesh` (over this process's devices) each batch is
   split over its devices, data parallel: the batch size is rounded up to a
   multiple of the device count and the padding rows are dropped; the maps are
-  those of one device.
+  those of one device. `target` is the class every clip explains (None: each
+  clip's argmax); `on_batch(clips)` is called after each batch with the number
+  of clips it explained (a progress bar's `update`).
 
   Returns:
     numpy arrays: `attention` [N, T, S, S], `layer/<name>` per layer (global
@@ -112,6 +120,7 @@ def explain_clips(model: models.ResNeXt3D, variables: Dict[str, Any], clips: np.
     batch_sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
   variables = place_variables(variables, mesh)
   layers = layers_option(explain_config.layers)
+  targets = None if target is None else np.full(batch_size, int(target), np.int32)
   outputs: Dict[str, List[np.ndarray]] = {}
   for first in range(0, len(clips), batch_size):
     batch = clips[first:first + batch_size]
@@ -121,7 +130,7 @@ def explain_clips(model: models.ResNeXt3D, variables: Dict[str, Any], clips: np.
     batch = jax.device_put(batch, batch_sharding)          # None: the default device
     result = attention.explain(model, variables, _normalize(batch, mean=mean, std=std),
                                method=explain_config.method, layers=layers,
-                               aggregate=explain_config.aggregate,
+                               aggregate=explain_config.aggregate, target=targets,
                                pooling=explain_config.pooling,
                                normalization=explain_config.normalization)
     pieces = dict(attention=result.attention, logits=result.logits, target=result.target,
@@ -131,6 +140,8 @@ def explain_clips(model: models.ResNeXt3D, variables: Dict[str, Any], clips: np.
                      for stage in sorted(result.gate_maps)})
     for key, value in pieces.items():
       outputs.setdefault(key, []).append(np.asarray(value)[:rows])
+    if on_batch is not None:
+      on_batch(rows)
   return {key: np.concatenate(values) for key, values in outputs.items()}
 
 
@@ -194,7 +205,7 @@ def segment_mask(segments: Sequence[Tuple[int, int]], num_frames: int) -> np.nda
 
 
 @dataclasses.dataclass(frozen=True)
-class VideoExplanation:
+class SlidingExplanation:
   """What `explain_video` computes for one video of F frames in N sliding clips.
 
   Attributes:
@@ -238,8 +249,9 @@ class VideoExplanation:
 def explain_video(model: models.ResNeXt3D, variables: Dict[str, Any], frames: np.ndarray,
                   config: ml_collections.ConfigDict, video_score: str,
                   weight_by_video_class: bool, region: Tuple[int, int, int],
-                  with_localization: bool = True, mesh: Optional[Mesh] = None
-                  ) -> VideoExplanation:
+                  with_localization: bool = True, mesh: Optional[Mesh] = None,
+                  target: Optional[int] = None,
+                  on_batch: Optional[Callable[[int], Any]] = None) -> SlidingExplanation:
   """Explains (and localizes) a whole video with sliding clips.
 
   Args:
@@ -255,15 +267,17 @@ def explain_video(model: models.ResNeXt3D, variables: Dict[str, Any], frames: np
     with_localization: also localize the stitched attention.
     mesh: a 1-D mesh of this process's devices to split the clip batches over
       (`explain_clips`); None: one device.
+    target: the class every clip explains; None: each clip's argmax.
+    on_batch: called with the clips of each explained batch (progress).
 
   Returns:
-    A `VideoExplanation`.
+    A `SlidingExplanation`.
   """
   num_frames = len(frames)
   clip_frames = int(config.data.num_frames)
   stride = clip_stride(config)
   starts, indices = sliding_clips(num_frames, clip_frames, stride)
-  result = explain_clips(model, variables, frames[indices], config, mesh)
+  result = explain_clips(model, variables, frames[indices], config, mesh, target, on_batch)
   probabilities = np.asarray(jax.nn.softmax(result['logits'], axis=-1))
   scores = video_scores(probabilities, video_score)
   video_target = int(scores.argmax())
@@ -276,7 +290,7 @@ def explain_video(model: models.ResNeXt3D, variables: Dict[str, Any], frames: np
     located = dict(localization=loc,
                    frame_boxes=boxes_to_frame(loc.boxes, region, int(config.data.crop_size)),
                    in_segment=segment_mask(loc.segments, num_frames))
-  return VideoExplanation(
+  return SlidingExplanation(
       num_frames=num_frames, clip_frames=clip_frames, stride=stride, starts=starts,
       indices=indices, clips=result, probabilities=probabilities, video_score=video_score,
       scores=scores, video_target=video_target, video_class_probability=video_class_probability,

@@ -263,9 +263,16 @@ def tap_names(model: ResNeXt3D) -> Tuple[str, ...]:
 
 def init_variables(model: ResNeXt3D, rng: jax.Array,
                    clip_shape: Sequence[int] = (1, 16, 112, 112, 3)) -> Dict[str, Any]:
-  """`{'params', 'batch_stats'}` of `model`, without the tap collections."""
+  """`{'params', 'batch_stats'}` of `model`, without the tap collections.
+
+  The values depend on `rng` and the channel count only, not on the clip's
+  length or size: the network is initialised on a one-voxel clip, so every
+  caller with the same model shares one compiled program (in JAX's persistent
+  cache too), whatever its clips.
+  """
+  one_voxel = (1, 1, 1, 1, clip_shape[-1])
   variables = jax.jit(functools.partial(model.init, train=False))(
-      rng, jnp.zeros(clip_shape, jnp.float32))
+      rng, jnp.zeros(one_voxel, jnp.float32))
   return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
 
 

@@ -3,11 +3,14 @@
 `comparison.json` holds every number of `explain.comparison.compare` (NaN
 written as null), `comparison.md` the table (best value per column in bold)
 and the verdict, and `clip_<k>.png` every method's map of a reported clip with
-its predicted boxes in white and the ground truth in green.
+its predicted boxes in white and the ground truth in green. `comparison.png`
+plots each method's held-out accuracy against the box threshold and the
+reported metrics (matplotlib). With `tensorboard_workdir`, the pictures also go
+to `<workdir>/tensorboard` as images (`reports.write_images`).
 """
 import json
 import math
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import ml_collections
 import numpy as np
@@ -16,10 +19,14 @@ from gla_jax.data import storage
 from gla_jax.explain import comparison
 from gla_jax.explain import localize
 from gla_jax.outputs import pictures
+from gla_jax.outputs import reports
 
 OUTPUT_DIR = 'loc_eval'
 JSON_FILE = 'comparison.json'
 MARKDOWN_FILE = 'comparison.md'
+PLOT_FILE = 'comparison.png'
+PLOT_SIZE = (1300, 560)    # comparison.png: width, height in pixels
+_DPI = 100
 
 
 def _cell(value: float, best: bool) -> str:
@@ -76,10 +83,12 @@ def _json_ready(value: Any) -> Any:
 
 def write_pictures(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[str, Any],
                    methods: Dict[str, Dict[str, Any]], order: Sequence[str],
-                   indices: Sequence[int], names: Sequence[str]) -> List[str]:
+                   indices: Sequence[int], names: Sequence[str],
+                   images: Optional[Dict[str, np.ndarray]] = None) -> List[str]:
   """One panel per clip of `indices`: each method's map with its boxes, and the ground truth.
 
-  `names` are the class names, indexed by class.
+  `names` are the class names, indexed by class; `images`, if given, receives
+  each panel by its file name without '.png'.
   """
   settings = config.localize
   paths = []
@@ -95,34 +104,91 @@ def write_pictures(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[
     title = (f'clip {index}: {names[label]}, explained {names[target]} '
              f'p={clips["probability"][index]:.2f}; white predicted, green truth')
     image = pictures.panel(frames, rows, title=title, boxes=boxes,
-                           gt_boxes=clips['boxes'][index])
+                           gt_boxes=clips['boxes'][index], colormap=settings.colormap)
     path = storage.join(out_dir, f'clip_{index}.png')
     pictures.write_image(path, image)
     paths.append(path)
+    if images is not None:
+      images[f'clip_{index}'] = image
   return paths
 
 
+def plot(result: Dict[str, Any]) -> np.ndarray:
+  """`comparison.png` as uint8 RGB [H, W, 3]: thresholds (held-out) and metrics (reported).
+
+  Left: each method's localization accuracy on the held-out clips against the
+  box threshold, its chosen threshold marked; right: the reported clips'
+  localization accuracy and mean IoU per method. One legend below the panels.
+  """
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top  (a second to import)
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+  methods, order = result['methods'], result['order']
+  iou_threshold = result['settings']['iou_threshold']
+  width, height = PLOT_SIZE
+  fig = figure.Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, layout='constrained')
+  canvas = backend_agg.FigureCanvasAgg(fig)
+  sweep, bars = fig.subplots(1, 2)
+  for name in order:
+    accuracy = methods[name].get('held_out_loc_acc', {})
+    thresholds = sorted(float(t) for t in accuracy)
+    values = [accuracy.get(t, accuracy.get(str(t))) for t in thresholds]
+    [line] = sweep.plot(thresholds, values, marker='.', label=name)
+    chosen = float(methods[name]['threshold'])
+    if chosen in thresholds:
+      sweep.plot([chosen], [values[thresholds.index(chosen)]], 'o', color=line.get_color(),
+                 markersize=8, markerfacecolor='none')
+  sweep.set(title='held-out clips: choosing the box threshold (circled)',
+            xlabel='box threshold (fraction of the maximum)',
+            ylabel=f'localization accuracy (IoU >= {iou_threshold:g})')
+  sweep.grid(True, color='0.9')
+  positions = np.arange(len(order))
+  for offset, (key, label) in ((-0.2, (f'loc_acc@{iou_threshold:g}', 'localization accuracy')),
+                               (0.2, ('mean_iou', 'mean IoU'))):
+    values = [methods[name]['summary'].get(key, math.nan) for name in order]
+    bars.barh(positions + offset, np.nan_to_num(values), height=0.4, label=label)
+  bars.set_yticks(positions, order)
+  bars.invert_yaxis()                  # The table's order, top to bottom.
+  bars.set(title=f'reported clips ({len(result["reported_clips"])})', xlim=(0, 1))
+  bars.grid(True, axis='x', color='0.9')
+  bars.legend(loc='upper center', bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
+  sweep.legend(loc='upper center', bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False,
+               fontsize='small')
+  canvas.draw()
+  return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def write(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[str, Any],
-          result: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:
-  """Writes the panels, `comparison.md` and `comparison.json` into `out_dir`.
+          result: Dict[str, Any], names: Sequence[str],
+          tensorboard_workdir: Optional[str] = None) -> Dict[str, Any]:
+  """Writes the panels, `comparison.png`, `comparison.md` and `comparison.json` into `out_dir`.
 
   Args:
     out_dir: the folder (created if missing), `<workdir>/OUTPUT_DIR`.
     config: the whole config (`localize`).
     clips: `comparison.collect_clips`'s output.
     result: `comparison.compare`'s output; receives 'files' (the paths of
-      the JSON, the Markdown and the pictures), which the JSON includes.
+      the JSON, the Markdown, the plot and the pictures), which the JSON includes.
     names: the class names, indexed by class.
+    tensorboard_workdir: a workdir whose `tensorboard` folder receives the
+      plot and the panels as images (None: none).
 
   Returns:
     result['files'].
   """
   storage.make_dirs(out_dir)
   shown = result['reported_clips'][:max(int(config.localize.num_pictures), 0)]
+  panels = {}
   picture_paths = write_pictures(out_dir, config, clips, result['methods'], result['order'],
-                                 shown, names)
+                                 shown, names, panels)
+  chart = plot(result)
   result['files'] = dict(json=storage.join(out_dir, JSON_FILE),
-                         markdown=storage.join(out_dir, MARKDOWN_FILE), pictures=picture_paths)
+                         markdown=storage.join(out_dir, MARKDOWN_FILE),
+                         plot=storage.join(out_dir, PLOT_FILE), pictures=picture_paths)
+  pictures.write_image(result['files']['plot'], chart)
   storage.write_text(result['files']['markdown'], markdown(result))
   storage.write_text(result['files']['json'], json.dumps(_json_ready(result), indent=1))
+  if tensorboard_workdir is not None:
+    images = {'comparison': chart, **panels}
+    reports.write_images(tensorboard_workdir, {f'{OUTPUT_DIR}/{tag}': image
+                                               for tag, image in images.items()})
   return result['files']

@@ -2,7 +2,8 @@
 
 Numpy arrays in, images out; the files written are images (`write_image`,
 `write_gif`). Predicted boxes are white (`PRED_COLOR`), ground-truth boxes
-green (`GT_COLOR`); heat maps use the JET colour map (blue = 0, red = 1).
+green (`GT_COLOR`); heat maps use an OpenCV colour map (`COLORMAPS`; the
+default JET: blue = 0, red = 1; `config.localize.colormap`).
 OpenCV and Pillow write local files only: a picture bound for a URI is written
 to a local temporary file and copied there (`storage.local_file_for_writing`).
 """
@@ -21,22 +22,36 @@ GT_COLOR = (0, 255, 0)
 # What the region outside the model's centre crop is multiplied by in
 # `overlay_region`: dimmed, so the viewer sees the model never looked there.
 _OUTSIDE_DIM = 0.5
+# The names of OpenCV's colour maps (cv2.COLORMAP_<NAME>), lower case: 'jet', 'turbo', ...
+COLORMAPS = tuple(sorted(name[len('COLORMAP_'):].lower() for name in dir(cv2)
+                         if name.startswith('COLORMAP_')))
+DEFAULT_COLORMAP = 'jet'
 
 
-def colorize(maps: np.ndarray) -> np.ndarray:
-  """[..., H, W] values in [0, 1] -> uint8 [..., H, W, 3] RGB with the JET colour map."""
+def colormap_code(name: str) -> int:
+  """OpenCV's constant of the colour map `name` (one of `COLORMAPS`, any case)."""
+  if str(name).lower() not in COLORMAPS:
+    raise ValueError(f'Unknown colour map {name!r}; choose one of {COLORMAPS} '
+                     '(config.localize.colormap).')
+  return getattr(cv2, 'COLORMAP_' + str(name).upper())
+
+
+def colorize(maps: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+  """[..., H, W] values in [0, 1] -> uint8 [..., H, W, 3] RGB with an OpenCV colour map."""
+  code = colormap_code(colormap)
   maps = np.asarray(maps, np.float32)
   flat = np.clip(maps.reshape(-1, maps.shape[-1]) * 255, 0, 255).astype(np.uint8)
-  colored = cv2.applyColorMap(flat, cv2.COLORMAP_JET)[..., ::-1]        # BGR -> RGB
+  colored = cv2.applyColorMap(flat, code)[..., ::-1]        # BGR -> RGB
   return colored.reshape(*maps.shape, 3)
 
 
-def overlay(frames: np.ndarray, attention: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(frames: np.ndarray, attention: np.ndarray, alpha: float = 0.5,
+            colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
   """Blends the coloured `attention` [T, H, W] over uint8 `frames` [T, H, W, 3]."""
   if frames.shape[:3] != attention.shape:
     raise ValueError(f'frames {frames.shape} and attention {attention.shape} differ in size; '
                      'resize the attention to the frames first.')
-  blended = (1 - alpha) * frames.astype(np.float32) + alpha * colorize(attention)
+  blended = (1 - alpha) * frames.astype(np.float32) + alpha * colorize(attention, colormap)
   return np.clip(blended, 0, 255).astype(np.uint8)
 
 
@@ -71,7 +86,8 @@ def _label(text: str, height: int) -> np.ndarray:
 def panel(frames: np.ndarray, maps: Mapping[str, np.ndarray],
           frame_indices: Optional[Sequence[int]] = None, title: str = '',
           alpha: float = 0.5, boxes: Optional[Mapping[str, np.ndarray]] = None,
-          gt_boxes: Optional[np.ndarray] = None) -> np.ndarray:
+          gt_boxes: Optional[np.ndarray] = None,
+          colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
   """One image: a row of frames, then one row per map overlaid on them.
 
   Args:
@@ -84,6 +100,7 @@ def panel(frames: np.ndarray, maps: Mapping[str, np.ndarray],
     boxes: optional {row label: [T, 4] boxes in the frames' pixels}, drawn in
       `PRED_COLOR` on that row ('frames' names the first row).
     gt_boxes: optional [T, 4] ground truth, drawn in `GT_COLOR` on every row.
+    colormap: the heat maps' colour map (`COLORMAPS`).
 
   Returns:
     uint8 [(1 + len(maps)) * tile (+ 18 with a title), label + columns * tile, 3]
@@ -121,7 +138,7 @@ def panel(frames: np.ndarray, maps: Mapping[str, np.ndarray],
   rows = [np.concatenate([_label('frames', height), *with_boxes(shown, 'frames')], axis=1)]
   for name, attention in maps.items():
     heat = np.stack(enlarge(np.asarray(attention, np.float32)[frame_indices], cv2.INTER_LINEAR))
-    blended = with_boxes(overlay(shown, heat, alpha), name)
+    blended = with_boxes(overlay(shown, heat, alpha, colormap), name)
     rows.append(np.concatenate([_label(name, height), *blended], axis=1))
   image = np.concatenate(rows, axis=0)
   if title:
@@ -132,7 +149,7 @@ def panel(frames: np.ndarray, maps: Mapping[str, np.ndarray],
 
 
 def overlay_region(frames: np.ndarray, attention: np.ndarray, region: Tuple[int, int, int],
-                   alpha: float = 0.5) -> np.ndarray:
+                   alpha: float = 0.5, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
   """Heat maps of the model's square crop drawn back onto the full-resolution frames.
 
   The model sees the centre square (x0, y0, side) of each frame resized to
@@ -145,6 +162,7 @@ def overlay_region(frames: np.ndarray, attention: np.ndarray, region: Tuple[int,
     attention: [T, S, S] in [0, 1].
     region: (x0, y0, side) of the crop in the frames.
     alpha: heat-map opacity.
+    colormap: the heat map's colour map (`COLORMAPS`).
 
   Returns:
     uint8 [T, H, W, 3].
@@ -162,7 +180,7 @@ def overlay_region(frames: np.ndarray, attention: np.ndarray, region: Tuple[int,
   inside = frames[:, y0:y0 + side, x0:x0 + side]
   interpolation = cv2.INTER_LINEAR if side >= attention.shape[1] else cv2.INTER_AREA
   heat = np.stack([cv2.resize(m, (side, side), interpolation=interpolation) for m in attention])
-  out[:, y0:y0 + side, x0:x0 + side] = overlay(inside, np.clip(heat, 0, 1), alpha)
+  out[:, y0:y0 + side, x0:x0 + side] = overlay(inside, np.clip(heat, 0, 1), alpha, colormap)
   return out
 
 

@@ -3,8 +3,10 @@
 The tqdm bar shows steps/s, clips/s, ETA and the latest loss; `metrics.jsonl`
 has one JSON object per logged step ({"step", "time", "train/loss", ...}; a
 resumed run first drops the lines after its checkpoint's step); `curves.png`
-draws loss, accuracy and learning rate at the end (with OpenCV); TensorBoard
-events are written when `tensorboardX` (or TensorFlow) is importable. Only
+draws loss, accuracy and learning rate at the end (with matplotlib); TensorBoard
+events (scalars, and pictures through `write_images`) are written with
+tensorboardX (a dependency; TensorFlow's writer where only it is installed),
+and a warning says so when a requested writer cannot work. Only
 process 0 writes (`enabled=False` elsewhere). The workdir may be a URI
 (`gla_jax.data.storage`): metrics.jsonl is then rewritten whole at each line
 (an object store cannot append), and TensorBoard events go to gs:// and s3://
@@ -19,7 +21,6 @@ import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 from absl import logging
-import cv2
 import numpy as np
 import tqdm
 
@@ -36,9 +37,8 @@ CURVE_PANELS = (
                   ('eval/video_accuracy', 'eval video'))),
     ('learning rate', (('train/learning_rate', 'lr'),)),
 )
-# BGR colours of the curves of a panel, in order.
-_COLOURS = ((180, 119, 31), (14, 127, 255), (44, 160, 44))
-_PANEL_SIZE = (360, 270)    # width, height in pixels
+CURVE_SIZE = (1350, 420)    # curves.png: width, height in pixels
+_DPI = 100
 # Where TensorBoard events can go: local folders ('') and the URIs tensorboardX writes to.
 _TENSORBOARD_SCHEMES = ('', 'gs', 's3')
 
@@ -82,13 +82,19 @@ class _ClipBar(tqdm.tqdm):
 
 
 class _TensorBoard:
-  """Scalars to TensorBoard event files through whichever writer is installed."""
+  """Scalars and images to TensorBoard event files through whichever writer is installed.
+
+  tensorboardX (a dependency) writes; where only TensorFlow and tensorboard are
+  installed, flax's writer. A writer that cannot work (none installed, a URI
+  scheme it cannot reach, a missing cloud library) logs a warning and leaves
+  the writer inactive: the run goes on without events.
+  """
 
   def __init__(self, logdir: str):
     self._writer, self._kind = None, None
     if storage.scheme(logdir) not in _TENSORBOARD_SCHEMES:
       logging.warning('No TensorBoard events in %s: the writers reach local folders, gs:// and '
-                      's3:// only.', logdir)
+                      's3:// only; set config.train.tensorboard=False to silence this.', logdir)
       return
     if importlib.util.find_spec('tensorboardX') is not None:
       import tensorboardX  # pylint: disable=g-import-not-at-top
@@ -102,6 +108,10 @@ class _TensorBoard:
       # tf.summary.scalar needs the tensorboard package.
       from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
       self._writer, self._kind = tensorboard.SummaryWriter(logdir), 'flax'
+    else:
+      logging.warning('No TensorBoard events in %s: tensorboardX is not installed. Install it '
+                      '(pip install -r requirements.txt, or pip install tensorboardX), or set '
+                      'config.train.tensorboard=False.', logdir)
 
   @property
   def active(self) -> bool:
@@ -116,9 +126,38 @@ class _TensorBoard:
     if self._writer is not None:
       self._writer.flush()
 
+  def images(self, step: int, images: Dict[str, np.ndarray]) -> None:
+    """uint8 RGB images [H, W, 3] by tag."""
+    for tag, image in images.items():
+      image = np.asarray(image)
+      if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f'TensorBoard image {tag!r}: need uint8 [H, W, 3] RGB, got '
+                         f'{image.dtype} {image.shape}.')
+      if self._kind == 'tensorboardX':
+        self._writer.add_image(tag, image, step, dataformats='HWC')
+      elif self._kind == 'flax':
+        self._writer.image(tag, image, step)
+    if self._writer is not None:
+      self._writer.flush()
+
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+
+def write_images(workdir: str, images: Dict[str, np.ndarray], step: int = 0) -> bool:
+  """Adds uint8 RGB `images` {tag: [H, W, 3]} to `<workdir>/tensorboard` at `step`.
+
+  For the pictures of a run (the localization panels, an overlay frame), next
+  to the training curves. Returns whether a writer wrote them (else a warning
+  said why).
+  """
+  writer = _TensorBoard(storage.join(workdir, TENSORBOARD_DIR))
+  try:
+    writer.images(step, images)
+  finally:
+    writer.close()
+  return writer.active
 
 
 class Reporter:
@@ -181,7 +220,7 @@ class Reporter:
     if records:
       try:
         write_curves(records, storage.join(self.workdir, CURVES_FILE))
-      except (cv2.error, OSError, ValueError) as e:   # A picture is not worth a failed run.
+      except (OSError, RuntimeError, ValueError) as e:   # A picture is not worth a failed run.
         logging.warning('Could not draw %s: %s', CURVES_FILE, e)
 
 
@@ -224,72 +263,50 @@ def _series(records: Sequence[Dict[str, Any]], key: str) -> Tuple[np.ndarray, np
   return steps, values
 
 
-def _tick_label(value: float) -> str:
-  return f'{value:.3g}' if abs(value) < 1e4 else f'{value:.2e}'
-
-
-def _draw_panel(title: str, curves: Sequence[Tuple[str, np.ndarray, np.ndarray]],
-                step_range: Tuple[float, float]) -> np.ndarray:
-  """One panel: axes, min/max labels, the curves and their legend; BGR uint8."""
-  width, height = _PANEL_SIZE
-  image = np.full((height, width, 3), 255, np.uint8)
-  left, right, top, bottom = 56, width - 12, 28, height - 28
-  font, black, grey = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0), (200, 200, 200)
-  cv2.putText(image, title, (left, 18), font, 0.5, black, 1, cv2.LINE_AA)
-  cv2.rectangle(image, (left, top), (right, bottom), black, 1)
-  values = np.concatenate([v for _, _, v in curves]) if curves else np.zeros(0)
-  if not values.size:
-    cv2.putText(image, 'no data', (left + 10, (top + bottom) // 2), font, 0.45, grey, 1,
-                cv2.LINE_AA)
-    return image
-  low, high = float(values.min()), float(values.max())
-  if high - low < 1e-12:
-    low, high = low - 0.5 * (abs(low) or 1.0), high + 0.5 * (abs(high) or 1.0)
-  x0, x1 = step_range
-  x1 = x1 if x1 > x0 else x0 + 1
-
-  def to_pixels(steps, ys):
-    px = left + (steps - x0) / (x1 - x0) * (right - left)
-    py = bottom - (ys - low) / (high - low) * (bottom - top)
-    return np.stack([px, py], axis=1).round().astype(np.int32)
-
-  for fraction in (0.25, 0.5, 0.75):    # Light horizontal grid.
-    y = int(round(bottom - fraction * (bottom - top)))
-    cv2.line(image, (left + 1, y), (right - 1, y), (235, 235, 235), 1)
-  for value, y in ((high, top), (low, bottom)):
-    cv2.putText(image, _tick_label(value), (2, y + 4), font, 0.35, black, 1, cv2.LINE_AA)
-  for value, x, anchor in ((x0, left, 0), (x1, right, 1)):
-    text = str(int(value))
-    shift = cv2.getTextSize(text, font, 0.35, 1)[0][0] * anchor
-    cv2.putText(image, text, (x - shift, bottom + 14), font, 0.35, black, 1, cv2.LINE_AA)
-  cv2.putText(image, 'step', ((left + right) // 2 - 12, bottom + 14), font, 0.35, black, 1,
-              cv2.LINE_AA)
-  for i, (label, steps, ys) in enumerate(curves):
-    colour = _COLOURS[i % len(_COLOURS)]
-    points = to_pixels(steps, ys)
-    if len(points) == 1:
-      cv2.circle(image, tuple(int(p) for p in points[0]), 3, colour, -1, cv2.LINE_AA)
-    else:
-      cv2.polylines(image, [points], False, colour, 2, cv2.LINE_AA)
-    y = top + 14 + 14 * i
-    cv2.line(image, (right - 110, y - 4), (right - 92, y - 4), colour, 2)
-    cv2.putText(image, label, (right - 88, y), font, 0.35, black, 1, cv2.LINE_AA)
-  return image
+def _draw_panel(axes, title: str, curves: Sequence[Tuple[str, np.ndarray, np.ndarray]],
+                step_range: Tuple[float, float]) -> None:
+  """One panel: its curves, a grid, 'step' on x and the legend below the axes."""
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  axes.set_title(title)
+  axes.set_xlabel('step')
+  axes.grid(True, color='0.9')
+  axes.xaxis.set_major_locator(ticker.MaxNLocator(nbins=5, integer=True))
+  axes.yaxis.set_major_locator(ticker.MaxNLocator(nbins=6))
+  axes.ticklabel_format(axis='both', style='sci', scilimits=(-3, 4), useOffset=False)
+  low, high = step_range
+  axes.set_xlim(low, high if high > low else low + 1)
+  if not curves:
+    axes.text(0.5, 0.5, 'no data', transform=axes.transAxes, ha='center', va='center',
+              color='0.6')
+    return
+  for label, steps, values in curves:
+    # Markers where the points are few (an evaluation every N steps, a short run).
+    axes.plot(steps, values, label=label, linewidth=1.5, marker='o' if len(steps) <= 30 else None,
+              markersize=3)
+  axes.legend(loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=len(curves), frameon=False,
+              fontsize='small')
 
 
 def write_curves(records: Sequence[Dict[str, Any]], path: str) -> str:
-  """Draws the training curves of `records` (metrics.jsonl lines) into a PNG at `path`."""
+  """Draws loss, accuracy and learning rate of `records` (metrics.jsonl lines) into a PNG.
+
+  With matplotlib's Agg canvas (no display, no pyplot state): three panels of
+  `CURVE_SIZE` pixels in all, each legend below its axes, not over the curves.
+  """
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top  (a second to import)
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   steps = [r['step'] for r in records if 'step' in r]
   step_range = (float(min(steps, default=0)), float(max(steps, default=1)))
-  panels = []
-  for title, keys in CURVE_PANELS:
+  width, height = CURVE_SIZE
+  fig = figure.Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, layout='constrained')
+  backend_agg.FigureCanvasAgg(fig)
+  for axes, (title, keys) in zip(fig.subplots(1, len(CURVE_PANELS)), CURVE_PANELS):
     curves = []
     for key, label in keys:
       xs, ys = _series(records, key)
       if xs.size:
         curves.append((label, xs, ys))
-    panels.append(_draw_panel(title, curves, step_range))
-  with storage.local_file_for_writing(path) as local:   # OpenCV writes local files only.
-    if not cv2.imwrite(local, np.concatenate(panels, axis=1)):
-      raise OSError(f'cv2 could not write {path!r}.')
+    _draw_panel(axes, title, curves, step_range)
+  with storage.local_file_for_writing(path) as local:   # matplotlib writes local files.
+    fig.savefig(local, format='png', dpi=_DPI, facecolor='white')
   return path

@@ -1,8 +1,9 @@
 """Training checkpoints with Orbax: the whole train state, resumable, the best one kept.
 
 `<workdir>/checkpoints/<step>/` holds `state/` (params, batch_stats, opt_state,
-step, rng), `metadata/` (step, preset, classes, the config) and `metrics/` (the
-step's evaluation). The last `keep` steps and the best by a validation metric
+step, rng), `metadata/` (step, preset, classes, the config), `data_state/` (the
+training stream's grain state, `loader.TrainBatches.state`; absent in older
+checkpoints) and `metrics/` (the step's evaluation). The last `keep` steps and the best by a validation metric
 are kept; saves are asynchronous, and a step appears only once complete, so a
 process killed at any moment resumes from its latest complete step. (Converted
 weights, `variables/` + `metadata.json`, are `gla_jax.weights`'s format.) The
@@ -19,7 +20,7 @@ from gla_jax.data import storage
 
 CHECKPOINTS_DIR = 'checkpoints'
 # Items of a training checkpoint step.
-_STATE, _METADATA = 'state', 'metadata'
+_STATE, _METADATA, _DATA_STATE = 'state', 'metadata', 'data_state'
 WHICH = ('latest', 'best')
 
 
@@ -35,7 +36,8 @@ def process_local_options() -> ocp.options.MultiprocessingOptions:
 
 
 def _item_handlers() -> Dict[str, ocp.CheckpointHandler]:
-  return {_STATE: ocp.PyTreeCheckpointHandler(), _METADATA: ocp.JsonCheckpointHandler()}
+  return {_STATE: ocp.PyTreeCheckpointHandler(), _METADATA: ocp.JsonCheckpointHandler(),
+          _DATA_STATE: ocp.JsonCheckpointHandler()}
 
 
 class TrainCheckpointManager:
@@ -97,7 +99,8 @@ class TrainCheckpointManager:
     return self._manager.metrics(step)
 
   def save(self, step: int, state: Any, metadata: Dict[str, Any],
-           metrics: Optional[Dict[str, float]] = None) -> None:
+           metrics: Optional[Dict[str, float]] = None,
+           data_state: Optional[Dict[str, Any]] = None) -> None:
     """Starts saving `state` (any pytree, e.g. a `TrainState`) as `step`; returns at once.
 
     Args:
@@ -105,12 +108,16 @@ class TrainCheckpointManager:
       state: the pytree to save; its arrays may be sharded over several hosts.
       metadata: JSON-serialisable description (step, preset, config, ...).
       metrics: the step's evaluation metrics (floats), or None if not evaluated.
+      data_state: JSON state of the training data stream after this step, or
+        None. Process 0's is written: every process's stream is at the same
+        position (each reads batch_size / process_count examples a step).
     """
     if metrics is not None and self.best_metric not in metrics:
       raise ValueError(f'metrics {sorted(metrics)} lack the best_metric {self.best_metric!r}.')
-    self._manager.save(step, args=ocp.args.Composite(
-        **{_STATE: ocp.args.PyTreeSave(state), _METADATA: ocp.args.JsonSave(metadata)}),
-        metrics=metrics, force=True)
+    items = {_STATE: ocp.args.PyTreeSave(state), _METADATA: ocp.args.JsonSave(metadata)}
+    if data_state is not None:
+      items[_DATA_STATE] = ocp.args.JsonSave(data_state)
+    self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
     """The state of `step` (default: the latest) in the structure of `abstract_state`.
@@ -137,6 +144,15 @@ class TrainCheckpointManager:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         **{_METADATA: ocp.args.JsonRestore()}))
     return restored[_METADATA]
+
+  def data_state(self, step: Optional[int] = None) -> Optional[Dict[str, Any]]:
+    """The training data stream's state saved with `step`; None where there is none."""
+    step = self._step(step)
+    if not storage.is_dir(storage.join(self.directory, str(step), _DATA_STATE)):
+      return None
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        **{_DATA_STATE: ocp.args.JsonRestore()}))
+    return restored[_DATA_STATE]
 
   def restore_variables(self, step: Optional[int] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """`{'params', 'batch_stats'}` of `step` as numpy arrays, without the optimizer state.

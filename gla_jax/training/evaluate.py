@@ -39,6 +39,7 @@ from gla_jax.data import sources
 from gla_jax.data import storage
 from gla_jax.models import building
 from gla_jax.outputs import reports
+from gla_jax.training import input_failures
 
 TOP_K = 5
 # The scalar results, in the order they are reported.
@@ -235,10 +236,15 @@ class Evaluator:
     variables = parallel.replicate({'params': variables['params'],
                                     'batch_stats': variables['batch_stats']}, self.mesh)
     accumulator = MetricAccumulator(int(self.config.model.num_classes))
-    batches = loader.eval_batches(
-        self.config.data, self.split, self.batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count(), max_clips=self.max_clips,
-        seed=int(self.config.eval.seed), agree=parallel.any_process)
+    # A process that cannot read its clips feeds empty rows to the end, then every process
+    # raises its error: none is left waiting in the next batch's collectives.
+    batches = input_failures.AgreedBatches(
+        loader.eval_batches(
+            self.config.data, self.split, self.batch_size, process_index=jax.process_index(),
+            process_count=jax.process_count(), max_clips=self.max_clips,
+            seed=int(self.config.eval.seed), agree=parallel.any_process),
+        self.batch_size // jax.process_count(), int(self.config.data.num_frames),
+        int(self.config.data.crop_size), what='evaluation')
     bar = reports.progress(total=self.num_batches, desc=f'eval {self.split}',
                              clips_per_item=self.batch_size,
                              enabled=jax.process_index() == 0)
@@ -259,6 +265,7 @@ class Evaluator:
     finally:
       batches.close()
       bar.close()
+    batches.raise_if_any_failed()
     result = accumulator.result()
     result['step'] = step
     logging.info('Evaluation (%s, step %s): clip accuracy %.4f, video accuracy %.4f over %d '
@@ -271,6 +278,10 @@ def _host_outputs(outputs: Dict[str, jax.Array]) -> Dict[str, np.ndarray]:
   host = jax.device_get(outputs)
   return {'logits': host['logits'], 'labels': host['label'], 'video_index': host['video_index'],
           'mask': host['mask'], 'losses': host['loss']}
+
+
+def _first(names: Sequence[str], count: int = 3) -> str:
+  return ', '.join(names[:count]) + (', ...' if len(names) > count else '')
 
 
 def results_path(workdir: str, split: str) -> str:
@@ -291,7 +302,8 @@ def write_results(workdir: str, split: str, result: Dict[str, Any],
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
-             variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+             variables: Optional[Dict[str, Any]] = None,
+             checkpoint: Optional[str] = None) -> Dict[str, Any]:
   """Evaluates on `config.eval.split` and writes `<workdir>/eval_<split>.json`.
 
   Args:
@@ -300,6 +312,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     variables: `{'params', 'batch_stats'}` to evaluate; by default those
       of `weights.for_config` (the workdir's training checkpoint, else
       `train.init_checkpoint`, else `<workdir>/converted`).
+    checkpoint: weights to use instead of the workdir's (`--checkpoint`: a
+      training workdir, a converted directory or a `.pth` file); the results
+      still go to `workdir`. The results name the classes with the weights'
+      class names where they carry them, else with the split's.
 
   Returns:
     The result: `SCALAR_METRICS`, `num_clips`, `num_videos`, `clip_confusion`,
@@ -308,13 +324,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   parallel.initialize_distributed(config)
   mesh = parallel.make_mesh(config.num_devices or None)
   model = building.create_model(config)
-  step = None
+  step, names = None, None
   if variables is None:
-    found = weights.for_config(config, workdir, model)
-    variables, step = found.variables, found.step
+    found = weights.for_config(config, workdir, model, checkpoint=checkpoint)
+    variables, step, names = found.variables, found.step, found.class_names
   evaluator = Evaluator(config, model, mesh, split=config.eval.split)
+  if names and names != evaluator.class_names:
+    logging.warning('The weights name their classes %s, the %s split %s: accuracy counts output '
+                    'k as label k.', _first(names), config.eval.split,
+                    _first(evaluator.class_names))
   result = evaluator(variables, step=step)
   if jax.process_index() == 0:
-    path = write_results(workdir, config.eval.split, result, evaluator.class_names, step)
+    path = write_results(workdir, config.eval.split, result, names or evaluator.class_names, step)
     logging.info('Wrote %s', path)
   return result

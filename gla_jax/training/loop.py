@@ -8,7 +8,11 @@ batches and reaches the same parameters; a checkpoint that does not fit the
 config is refused with the differences listed. SIGTERM saves a checkpoint at
 the end of the current step and stops. Steps skipped as non-finite are logged
 with their videos; `train.max_nonfinite_steps` consecutive ones stop the run
-(`NonFiniteTrainingError`), and such a step is never checkpointed.
+(`NonFiniteTrainingError`), and such a step is never checkpointed. A loader
+failure on one process of a multi-host run stops every process at the same
+step with the same error (`input_failures`). Each checkpoint also holds the
+training stream's grain state (`loader.TrainBatches.state`), which a resumed
+run restores when the worker settings match.
 """
 import functools
 import json
@@ -33,12 +37,15 @@ from gla_jax.models import building
 from gla_jax.outputs import reports
 from gla_jax.training import checkpoints
 from gla_jax.training import evaluate
+from gla_jax.training import input_failures
 from gla_jax.training import optimization
 from gla_jax.training import train_state
 from gla_jax.training import train_step
 
 # Batch entries the training step reads (boxes and present stay on the host).
-_TRAIN_KEYS = ('video', 'label', 'mask')
+_TRAIN_KEYS = ('video', 'label', 'mask', 'data_failed')
+# Step metrics that are flags, not averaged into the logged summaries.
+_FLAG_METRICS = ('nonfinite', 'data_failed')
 # Config keys listed when a resumed checkpoint does not fit.
 _MAX_LISTED_CHANGES = 10
 
@@ -47,12 +54,19 @@ class NonFiniteTrainingError(FloatingPointError):
   """`train.max_nonfinite_steps` consecutive steps had a non-finite loss or gradient."""
 
 
-def checkpoint_metadata(config: ml_collections.ConfigDict, step: int) -> Dict[str, Any]:
-  """What a training checkpoint records besides the state (JSON)."""
+def checkpoint_metadata(config: ml_collections.ConfigDict, step: int,
+                        class_names: Optional[List[str]] = None) -> Dict[str, Any]:
+  """What a training checkpoint records besides the state (JSON).
+
+  `class_names` (the data source's) are recorded when there is one per class.
+  """
+  num_classes = int(config.model.num_classes)
   return {
       'step': int(step),
       'preset': config.model.preset,
-      'num_classes': int(config.model.num_classes),
+      'num_classes': num_classes,
+      'class_names': list(class_names) if class_names and len(class_names) == num_classes
+                     else None,
       'config': config.to_dict(),
   }
 
@@ -71,7 +85,7 @@ def _mean_metrics(history) -> Dict[str, float]:
   stacked = jax.device_get(history)
   applied = [m for m in stacked if not m['nonfinite']]
   means = {key: float(np.mean([m[key] for m in applied])) if applied else float('nan')
-           for key in stacked[0] if key != 'nonfinite'}
+           for key in stacked[0] if key not in _FLAG_METRICS}
   means['nonfinite_steps'] = float(len(stacked) - len(applied))
   return means
 
@@ -267,6 +281,7 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
   labels = optimization.trainable_labels(params_shapes, train.freeze_until)
   tx = optimization.create_optimizer(config, params_shapes, learning_rate_fn)
   latest = manager.latest_step()
+  data_state = None
   if latest is None:
     state = parallel.replicate(train_state.create_train_state(config, model, rng, tx, workdir),
                                mesh)
@@ -275,7 +290,10 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
     state = _restore_state(config, model, tx, manager, latest,
                            parallel.replicated_sharding(mesh))
     start_step = int(jax.device_get(state.step))
-    logging.info('Resuming from %s at step %d.', manager.directory, start_step)
+    data_state = manager.data_state(latest)
+    logging.info('Resuming from %s at step %d (training data: %s).', manager.directory,
+                 start_step, 'its saved grain state where the workers match' if data_state
+                 else 'no saved stream state, positioned by step')
 
   step_fn = train_step.make_train_step(model, tx, learning_rate_fn, labels, mesh,
                                        mean=config.data.mean, std=config.data.std)
@@ -288,10 +306,20 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
   final: Dict[str, Any] = {'step': start_step}
   eval_result = None
   health = bad_data.DataHealth('train', config.data.max_bad_fraction)
-  batches = loader.train_batches(
-      config.data, int(train.batch_size), int(train.seed), start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count(), health=health)
-  guard = _NonFiniteGuard(int(train.max_nonfinite_steps), manager)
+  batches = input_failures.AgreedBatches(
+      loader.train_batches(
+          config.data, int(train.batch_size), int(train.seed), start_step=start_step,
+          process_index=jax.process_index(), process_count=jax.process_count(), health=health,
+          state=data_state),
+      rows=int(train.batch_size) // jax.process_count(),
+      num_frames=int(config.data.num_frames), crop_size=int(config.data.crop_size))
+  nonfinite_guard = _NonFiniteGuard(int(train.max_nonfinite_steps), manager)
+
+  def check(done: int, metrics, video_index) -> None:
+    """Waits for step `done`: a loader failure on any process, then non-finite values."""
+    batches.raise_if_failed(done, metrics['data_failed'])
+    nonfinite_guard.check(done, metrics, video_index)
+
   try:
     history, unchecked = [], None
     interval_start, interval_step = time.perf_counter(), start_step
@@ -303,7 +331,7 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
       # so the progress bar measures compute, not dispatch, and host batches
       # do not pile up in memory.
       if unchecked is not None:
-        guard.check(*unchecked)
+        check(*unchecked)
       unchecked = (done, metrics, host_batch['video_index'])
       history.append(metrics)
       reporter.tick(done)
@@ -314,7 +342,7 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
       evaluated = bool(train.eval_every and done % train.eval_every == 0) or last
       if logged or evaluated:
         # This step's results leave the device: check it first.
-        guard.check(*unchecked)
+        check(*unchecked)
         unchecked = None
       if logged:
         elapsed = time.perf_counter() - interval_start
@@ -337,10 +365,11 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
       if evaluated or stopping or (train.checkpoint_every and done % train.checkpoint_every == 0):
         if unchecked is not None:
           # The step that trips max_nonfinite_steps is never saved.
-          guard.check(*unchecked)
+          check(*unchecked)
           unchecked = None
-        manager.save(done, state, checkpoint_metadata(config, done),
-                     metrics=evaluate.scalar_metrics(eval_result) if evaluated else None)
+        manager.save(done, state, checkpoint_metadata(config, done, evaluator.class_names),
+                     metrics=evaluate.scalar_metrics(eval_result) if evaluated else None,
+                     data_state=batches.state())
       final['step'] = done
       if stopping:
         break
@@ -353,7 +382,7 @@ def _train_loop(config, workdir, mesh, model, learning_rate_fn, rng, manager, is
     batches.close()
     manager.wait_until_finished()
     reporter.close()
-  final['nonfinite_steps'] = guard.total
+  final['nonfinite_steps'] = nonfinite_guard.total
   if stop.received is not None:
     final['interrupted'] = stop.received
     return final

@@ -8,7 +8,10 @@ step whose loss, trainable gradients or BatchNorm statistics are not finite is
 not applied: parameters, statistics and optimizer moments keep their values
 (`jnp.where`), while the step count, the schedule count and the RNG advance,
 so data position and learning rate stay those of an uninterrupted run; the
-metric `nonfinite` marks such steps.
+metric `nonfinite` marks such steps. A batch with an optional `data_failed`
+row flag set on any row (a process whose loader failed:
+`input_failures`) is not applied either; the metric `data_failed` (the flag
+or-ed over the global batch) tells every process.
 """
 import functools
 from typing import Any, Callable, Dict, Sequence, Tuple
@@ -47,7 +50,8 @@ def train_step(state: train_state.TrainState, batch: Dict[str, jax.Array], *,
     The new state and scalar metrics: loss, accuracy, learning_rate (the one
     this step used), grad_norm (global L2 norm of the trainable parameters'
     gradients, before weight decay), nonfinite (1.0 where the update was
-    skipped, else 0.0).
+    skipped as non-finite, else 0.0), data_failed (1.0 where a process's
+    loader failed: the update was skipped).
   """
   rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
   video = models.normalize_video(batch['video'], mean, std)
@@ -67,6 +71,8 @@ def train_step(state: train_state.TrainState, batch: Dict[str, jax.Array], *,
   params = optax.apply_updates(state.params, updates_tx)
   finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
             & jnp.isfinite(optax.tree.norm(updates['batch_stats'])))
+  data_failed = jnp.any(batch['data_failed']) if 'data_failed' in batch else jnp.bool_(False)
+  applied = finite & ~data_failed
   mask = batch['mask'].astype(jnp.float32)
   correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
   metrics = {
@@ -75,11 +81,12 @@ def train_step(state: train_state.TrainState, batch: Dict[str, jax.Array], *,
       'learning_rate': learning_rate_fn(state.step),
       'grad_norm': grad_norm,
       'nonfinite': 1.0 - finite.astype(jnp.float32),
+      'data_failed': data_failed.astype(jnp.float32),
   }
   new_state = state.replace(
-      step=state.step + 1, params=_if_finite(finite, params, state.params),
-      batch_stats=_if_finite(finite, updates['batch_stats'], state.batch_stats),
-      opt_state=_if_finite(finite, opt_state, state.opt_state), rng=jax.random.key_data(rng))
+      step=state.step + 1, params=_if_finite(applied, params, state.params),
+      batch_stats=_if_finite(applied, updates['batch_stats'], state.batch_stats),
+      opt_state=_if_finite(applied, opt_state, state.opt_state), rng=jax.random.key_data(rng))
   return new_state, metrics
 
 

@@ -10,8 +10,6 @@ programs the first compiled (initialisation, forward, explainers, training step)
 import json
 import math
 
-import jax
-from jax.experimental.compilation_cache import compilation_cache
 import pytest
 
 from benchmarks import bench
@@ -19,25 +17,12 @@ from benchmarks import harness
 from benchmarks import step_profile
 from benchmarks import torch_side
 
+# The demo's network (configs/demo.py: 3x3x3 stem, no max pool, no time strides) in every run,
+# so the runs share their compiled programs (tests/conftest.py's cache).
 SMOKE_ARGS = ['--preset=tiny', '--frames=4', '--size=16', '--batch=2', '--dtype=float32',
-              '--device=cpu', '--steps=1', '--warmup=0', '--num_classes=5', '--conv_impl=xla']
+              '--device=cpu', '--steps=1', '--warmup=0', '--num_classes=5', '--conv_impl=xla',
+              '--stem_kernel=3,3,3', '--no-max_pool', '--temporal_strides=1,1,1,1']
 JAX_VARIANTS = ('forward', 'explain_stages', 'explain_blocks', 'train')
-
-
-@pytest.fixture(scope='module', autouse=True)
-def shared_compilation_cache(tmp_path_factory):
-  """A persistent compilation cache for this module's runs; the previous settings after."""
-  options = {'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('jax_cache')),
-             'jax_persistent_cache_min_compile_time_secs': 0.0,
-             'jax_persistent_cache_min_entry_size_bytes': 0}
-  previous = {name: jax.config.values[name] for name in options}
-  for name, value in options.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()    # Re-read the directory on the next compilation.
-  yield
-  for name, value in previous.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
 
 
 def _finite_positive(value) -> bool:
@@ -65,10 +50,7 @@ def test_jax_only_run_reports_every_figure(tmp_path):
 
 def test_run_with_pytorch_reports_ratios():
   pytest.importorskip('torch')
-  # The demo's network (configs/demo.py): 3x3x3 stem, no max pool, no time strides.
-  results = bench.main(SMOKE_ARGS + ['--no-memory_scaling', '--no-torch_compile',
-                                     '--stem_kernel=3,3,3', '--no-max_pool',
-                                     '--temporal_strides=1,1,1,1'])
+  results = bench.main(SMOKE_ARGS + ['--no-memory_scaling', '--no-torch_compile'])
   expected = {'forward', 'train'} | {f'explain_{how}_{layers}' for how in ('hooks', 'autograd')
                                      for layers in ('stages', 'blocks')}
   assert set(results['torch']) == expected

@@ -6,7 +6,10 @@ import time
 import numpy as np
 import pytest
 
+from gla_jax.data import bad_data
 from gla_jax.data import loader
+from gla_jax.data import read_tasks
+from gla_jax.data import sampling
 from gla_jax.data import sources
 from gla_jax.data import video_io
 from tests.data import small_data
@@ -95,16 +98,62 @@ def test_process_workers_evaluate_like_inline_reading():
 
 
 def test_closing_the_batches_stops_the_process_workers():
-  config = small_data.config(worker_type='process', workers=2)
+  """Workers stop at once, also with 300 KB clips (8 x 112 x 112, read at their size).
+
+  Before, a flipped clip (a negative-stride view) went through a pipe, not
+  shared memory, and a worker that had put one there could not exit: close()
+  waited for grain's 25 s kill timeout (a race, so this failed about every
+  other run; `test_clips_leave_the_workers_contiguous` fails every time).
+  """
+  config = small_data.config(worker_type='process', workers=2, crop_size=112)
+  with config.unlocked():
+    config.synthetic.update(dict(height=112, width=112))
   before = set(multiprocessing.active_children())
   batches = loader.train_batches(config, batch_size=4, seed=0)
-  next(batches)
+  _take(batches, 2)
   assert len(set(multiprocessing.active_children()) - before) == 2
+  time.sleep(0.5)           # The workers fill their buffers and wait to put the next clip.
+  start = time.monotonic()
   batches.close()
+  assert time.monotonic() - start < 10
   deadline = time.monotonic() + 30
   while set(multiprocessing.active_children()) - before and time.monotonic() < deadline:
     time.sleep(0.1)
   assert not set(multiprocessing.active_children()) - before
+
+
+def test_clips_leave_the_workers_contiguous():
+  """Every array of a task's example is C-contiguous (grain sends those through shared memory)."""
+  config = small_data.config()
+  source = sources.create_source(config, 'train')
+  read = read_tasks.TrainRead(source, sampling.ClipTransform(config), bad_data.ReadPolicy(0, 1),
+                              seed=0, batch_size=8, rows=range(8))
+  examples = [read(k)[2].value for k in range(8)]
+  assert all(example['video'].flags.c_contiguous and example['boxes'].flags.c_contiguous
+             for example in examples)
+
+
+@pytest.mark.parametrize('saved_with', [dict(workers=2), dict(workers=0, prefetch=0)])
+def test_resuming_from_the_saved_stream_state(saved_with):
+  """The stream restored from its grain state yields the batches of one positioned by step.
+
+  A state saved under other workers (here inline reading) is not restored: the
+  stream is positioned at the step instead, with the same batches.
+  """
+  config = small_data.config()
+  reference = _take(loader.train_batches(config, batch_size=4, seed=3), 5)
+  saving = loader.train_batches(small_data.config(**saved_with), batch_size=4, seed=3)
+  _take(saving, 3)
+  state = json.loads(json.dumps(saving.state()))   # As the checkpoint stores it.
+  saving.close()
+  resumed = loader.train_batches(config, batch_size=4, seed=3, start_step=3, state=state)
+  assert resumed.restored == (saved_with['workers'] == config.workers)
+  for got, want in zip(_take(resumed, 2), reference[3:]):
+    _assert_batches_equal(got, want)
+  resumed.close()
+  if resumed.restored:     # A state of another step is refused at the first batch.
+    with pytest.raises(RuntimeError, match='at step 3, not at step 2'):
+      next(loader.train_batches(config, batch_size=4, seed=3, start_step=2, state=state))
 
 
 def test_epochs_are_permutations():

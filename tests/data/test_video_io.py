@@ -139,6 +139,50 @@ def test_write_errors(tmp_path):
   assert video_io.video_info(str(tmp_path / 'new' / 'dir' / 'a.avi')).num_frames == 2
 
 
+def _decode_with_pyav(path):
+  """(codec name, pixel format, rate, RGB frames) of the video stream, decoded by PyAV."""
+  av = pytest.importorskip('av')
+  with av.open(path) as container:
+    stream = container.streams.video[0]
+    frames = np.stack([frame.to_ndarray(format='rgb24') for frame in container.decode(stream)])
+    return (stream.codec_context.name, stream.codec_context.pix_fmt, stream.average_rate,
+            frames)
+
+
+@pytest.mark.parametrize('codec', video_io.H264_CODECS)
+def test_h264_round_trip_decoded_by_pyav(tmp_path, codec):
+  if video_io.h264_encoder() is None:
+    pytest.skip('this PyAV build has no H.264 encoder')
+  frames = _moving_frames(num_frames=14)
+  path = str(tmp_path / 'overlay.mp4')
+  video_io.write_video(path, frames, fps=12.5, codec=codec)
+  name, pix_fmt, rate, decoded = _decode_with_pyav(path)
+  assert (name, pix_fmt, float(rate)) == ('h264', 'yuv420p', 12.5)
+  assert decoded.shape == frames.shape
+  assert np.abs(decoded.astype(np.float64) - frames).mean() < 4.0
+  # The project's reader gives the same frames.
+  np.testing.assert_array_equal(video_io.read_video(path), decoded)
+
+
+def test_h264_without_an_encoder_falls_back_to_mp4v_with_a_warning(tmp_path, monkeypatch,
+                                                                   caplog):
+  av = pytest.importorskip('av')
+
+  def no_codec(name, mode='r'):
+    raise av.codec.codec.UnknownCodecError(name)
+
+  monkeypatch.setattr(av.codec, 'Codec', no_codec)
+  assert video_io.h264_encoder() is None
+  frames = _frames(4)
+  path = str(tmp_path / 'overlay.mp4')
+  with caplog.at_level('WARNING'):
+    video_io.write_video(path, frames, codec='avc1')
+  assert "No H.264 encoder in PyAV" in caplog.text and 'mp4v' in caplog.text
+  monkeypatch.undo()
+  name, _, _, decoded = _decode_with_pyav(path)
+  assert name == 'mpeg4' and decoded.shape == frames.shape
+
+
 # ------------------------------------------------------------------------------
 # Seeking (read_video with start > 0): the frames of a full sequential decode,
 # decoding from the keyframe at or before `start` instead of from frame 0.

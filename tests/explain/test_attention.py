@@ -156,7 +156,8 @@ def test_explanation_shapes_range_and_target():
   assert result.layer_names == ('layer4', 'layer3', 'layer2', 'layer1', 'conv1')
   for m in [result.attention, *result.layer_maps.values()]:
     assert m.dtype == jnp.float32 and float(m.min()) >= 0 and float(m.max()) <= 1
-  np.testing.assert_array_equal(result.target, jnp.argmax(model.apply(variables, video), -1))
+  np.testing.assert_array_equal(result.target,
+                                jnp.argmax(jax.jit(model.apply)(variables, video), -1))
   forced = explain.explain(model, variables, video, target=[1, 2, 3, 4])
   np.testing.assert_array_equal(forced.target, [1, 2, 3, 4])
   assert not np.allclose(forced.layer_maps['layer3'], result.layer_maps['layer3'])
@@ -203,11 +204,13 @@ def test_bfloat16_model_explains_in_float32():
 def test_taps_cost_nothing_in_training():
   model, variables = _tiny()
   video = _clip()
-  plain = model.apply(variables, video)
-  _, state = model.apply(variables, video, mutable=['perturbations'])
-  perturbed = model.apply({**variables, 'perturbations': state['perturbations']}, video)
+  def apply(**options):   # Compiled: one program instead of hundreds of eager ops.
+    return jax.jit(functools.partial(model.apply, **options))
+  plain = apply()(variables, video)
+  _, state = apply(mutable=['perturbations'])(variables, video)
+  perturbed = apply()({**variables, 'perturbations': state['perturbations']}, video)
   np.testing.assert_array_equal(plain, perturbed)
-  _, updates = model.apply(variables, video, train=True, mutable=['batch_stats'])
+  _, updates = apply(train=True, mutable=['batch_stats'])(variables, video)
   assert set(updates) == {'batch_stats'}
   assert set(models.init_variables(model, jax.random.key(0), CLIP)) == {'params', 'batch_stats'}
   # No tap survives into the compiled training forward pass: its HLO is the same

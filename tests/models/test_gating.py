@@ -1,6 +1,10 @@
-"""Attention gates: normalisation, shapes, conversion, gradients, explanation."""
+"""Attention gates: normalisation, shapes, conversion, gradients, explanation, and the study.
+
+The study's test is also the demo recipe's end-to-end training test, plain and gated.
+"""
 import functools
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -9,12 +13,17 @@ import pytest
 
 from gla_jax import explain
 from gla_jax import models
-from gla_jax.models import conv
+from gla_jax.models import building
 from gla_jax.models import convert
 from gla_jax.models import gating
+from gla_jax.outputs import reports
+from gla_jax.training import checkpoints
+from gla_jax.training import evaluate
+from gla_jax.training import train_state
 from studies import gated_vs_plain
+from tests.training import runs
 
-CLIP = (2, 16, 64, 64, 3)
+CLIP = (2, 8, 32, 64, 3)
 
 
 @functools.lru_cache(maxsize=None)
@@ -28,18 +37,23 @@ def _clip(seed):
   return jax.random.normal(jax.random.key(seed), CLIP)
 
 
+def _apply(model, variables, clip):
+  """Logits and intermediates, compiled (one program instead of hundreds of eager ops)."""
+  return jax.jit(functools.partial(model.apply, mutable=['intermediates']))(variables, clip)
+
+
 @pytest.mark.parametrize('normalization', gating.NORMALIZATIONS)
 def test_gate_maps_are_normalised_shaped_and_input_dependent(normalization):
   model, variables = _gated(normalization)
-  _, state = model.apply(variables, _clip(1), mutable=['intermediates'])
-  shapes = {'layer1': (2, 8, 16, 16), 'layer2': (2, 4, 8, 8), 'layer3': (2, 2, 4, 4),
-            'layer4': (2, 1, 2, 2)}
+  _, state = _apply(model, variables, _clip(1))
+  shapes = {'layer1': (2, 4, 8, 16), 'layer2': (2, 2, 4, 8), 'layer3': (2, 1, 2, 4),
+            'layer4': (2, 1, 1, 2)}
   for stage, shape in shapes.items():
     attention = state['intermediates'][f'gate_{stage}']['attention'][0]
     assert attention.shape == shape
     assert float(attention.min()) >= 0
     np.testing.assert_allclose(jnp.sum(attention, axis=(1, 2, 3)), 1.0, rtol=1e-5)
-  _, other = model.apply(variables, _clip(2), mutable=['intermediates'])
+  _, other = _apply(model, variables, _clip(2))
   assert not np.allclose(other['intermediates']['gate_layer2']['attention'][0],
                          state['intermediates']['gate_layer2']['attention'][0])
 
@@ -63,11 +77,11 @@ def test_converted_backbone_gives_the_plain_models_activations():
   plain = models.ResNeXt3DTiny(num_classes=400)
   plain_vars = convert.torch_to_flax(state, plain)
   video = _clip(3)
-  _, plain_state = plain.apply(plain_vars, video, mutable=['intermediates'])
+  _, plain_state = _apply(plain, plain_vars, video)
   for head in gating.HEADS:
     gated = models.ResNeXt3DTiny(num_classes=7, gated=True, gate_head=head)
     gated_vars = convert.torch_to_flax(state, gated, drop_head=True)
-    logits, gated_state = gated.apply(gated_vars, video, mutable=['intermediates'])
+    logits, gated_state = _apply(gated, gated_vars, video)
     assert logits.shape == (2, 7)
     for name in models.tap_names(plain):
       np.testing.assert_array_equal(gated_state['intermediates'][name][0],
@@ -119,12 +133,11 @@ def test_explain_returns_gate_maps():
 
 
 def test_bad_gate_settings_are_named():
-  with pytest.raises(ValueError, match='gate_stages'):
-    models.ResNeXt3DTiny(num_classes=3, gated=True, gate_stages=('layer7',)).init(
-        jax.random.key(0), jnp.zeros((1, 1, 1, 1, 3)))
-  with pytest.raises(ValueError, match='sigmoid'):
-    models.ResNeXt3DTiny(num_classes=3, gated=True, gate_normalization='tanh').init(
-        jax.random.key(0), jnp.zeros((1, 1, 1, 1, 3)))
+  for setting, message in ((dict(gate_stages=('layer7',)), 'gate_stages'),
+                           (dict(gate_normalization='tanh'), 'sigmoid')):
+    model = models.ResNeXt3DTiny(num_classes=3, gated=True, **setting)
+    with pytest.raises(ValueError, match=message):   # Raised while tracing: nothing compiles.
+      jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, 1, 1, 3)))
 
 
 # ------------------------------------------------------------------------------
@@ -152,18 +165,16 @@ def test_study_runs_end_to_end(tmp_path, monkeypatch):
   study = gated_vs_plain
   base = study.demo.get_config
 
-  def small_demo():   # The demo's recipe on 4 x 16 x 16 clips, 32 validation clips.
+  def small_demo():   # The demo's recipe with 32 validation clips (one evaluation batch).
     config = base()
-    config.data.update(num_frames=4, crop_size=16)
-    config.data.synthetic.update(val_size=32, num_frames=4, height=16, width=16)
+    config.data.synthetic.val_size = config.eval.batch_size
     return config
 
   monkeypatch.setattr(study.demo, 'get_config', small_demo)
-  # XLA's convolutions compile several times faster than the CPU fast path (which
-  # has its own tests); these runs are a few steps long.
-  with conv.use_impl('xla'):
-    rows = study.main(['--workdir', str(tmp_path), '--seeds=1', '--steps=2',
-                       '--difficulties=demo_hard'])
+  # The demo's shapes, so the plain run's programs are those of test_loop.py's demo run
+  # (the session's compilation cache, tests/conftest.py).
+  rows = study.main(['--workdir', str(tmp_path), '--seeds=1', '--steps=2',
+                     '--difficulties=demo_hard'])
   assert [row['model'] for row in rows] == ['plain', 'gated']
   assert rows[1]['parameters'] > rows[0]['parameters']
   for row in rows:
@@ -171,6 +182,22 @@ def test_study_runs_end_to_end(tmp_path, monkeypatch):
   written = json.load(open(tmp_path / 'gated_vs_plain.json'))
   assert len(written['runs']) == 2 and written['runs'][0]['step'] == 2
   assert (tmp_path / 'gated_vs_plain.md').read_text().count('| demo_hard |') == 2
+  # Both runs are the demo's recipe end to end: checkpoint, curves, evaluation on the device.
+  for model in ('plain', 'gated'):
+    run = tmp_path / f'demo_hard_{model}_seed0'
+    assert checkpoints.training_step(run) == 2
+    assert os.path.getsize(run / reports.CURVES_FILE) > 1000
+    assert json.load(open(evaluate.results_path(str(run), 'eval')))['num_clips'] == 32
+  # The gates train with the backbone (the same initial state as the loop's).
+  config = study.run_config(small_demo(), 'demo_hard', True, 0, 2)
+  start = jax.device_get(train_state.create_train_state(
+      config, building.create_model(config), jax.random.key(config.train.seed)))
+  end, _ = checkpoints.load_training_variables(tmp_path / 'demo_hard_gated_seed0')
+  assert {f'gate_layer{s}' for s in range(1, 5)} <= set(start.params), sorted(start.params)
+  for module in ['gate_layer1', 'gate_layer2', 'stem_conv', 'layer4_0']:
+    for (path, a), (_, b) in zip(runs.leaves(start.params[module]),
+                                 runs.leaves(end['params'][module])):
+      assert not np.array_equal(a, b), f'{module}/{runs.path_name(path)} did not train'
 
 
 def test_interrupted_study_exits_with_resume_hint(tmp_path, monkeypatch, capsys):

@@ -1,13 +1,17 @@
-"""The comparison's table, JSON and pictures from a hand-made result."""
+"""The comparison's table, JSON, plot and pictures from a hand-made result."""
 import math
+import os
 
 import cv2
 import numpy as np
+import pytest
 
 from gla_jax import defaults
 from gla_jax.explain import comparison
 from gla_jax.outputs import comparison_report
 from gla_jax.outputs import pictures
+from gla_jax.outputs import reports
+from tests.outputs import events
 
 KEYS = ('loc_acc@0.5', 'mean_iou', 'temporal_iou', 'pointing_game', 'deletion_auc',
         'insertion_auc')
@@ -59,3 +63,27 @@ def test_pictures_draw_the_uint8_clips_as_they_are(tmp_path):
     left = pictures._LABEL_WIDTH + t * tile
     shown = image[18:18 + tile, left:left + tile]    # below the 18 px title
     np.testing.assert_array_equal(shown, video[0, t].repeat(3, axis=0).repeat(3, axis=1))
+
+
+def test_write_draws_the_plot_and_sends_the_pictures_to_tensorboard(tmp_path):
+  pytest.importorskip('tensorboardX')
+  result = _result()
+  for name, entry in result['methods'].items():
+    best = 0.3 if name == comparison.BASELINE else 0.5
+    entry.update(threshold=best, held_out_loc_acc={0.3: 0.4, 0.5: 0.2 + 0.4 * (best == 0.5)})
+  rng = np.random.default_rng(0)
+  clips = dict(video=rng.integers(0, 256, (4, 2, 32, 32, 3), np.uint8),
+               maps={name: rng.random((4, 2, 32, 32), np.float32) for name in result['order']},
+               target=np.zeros(4, int), label=np.zeros(4, int), probability=np.full(4, 0.5),
+               boxes=np.full((4, 2, 4), -1.0, np.float32))
+  config = defaults.base_config()
+  config.localize.num_pictures = 1
+  files = comparison_report.write(str(tmp_path / 'loc_eval'), config, clips, result, ['a'],
+                                  tensorboard_workdir=str(tmp_path))
+  chart = cv2.imread(files['plot'])
+  width, height = comparison_report.PLOT_SIZE
+  assert chart.shape == (height, width, 3) and chart.std() > 10
+  assert [os.path.basename(p) for p in files['pictures']] == ['clip_1.png']
+  panel = cv2.imread(files['pictures'][0])
+  assert events.images(str(tmp_path / reports.TENSORBOARD_DIR)) == {
+      'loc_eval/comparison': (height, width), 'loc_eval/clip_1': panel.shape[:2]}

@@ -1,7 +1,10 @@
-"""Drawing: boxes on their exclusive edges, panels' sizes, even frames."""
+"""Drawing: boxes on their exclusive edges, panels' sizes, even frames, colour maps."""
+import cv2
 import numpy as np
 import pytest
 
+from gla_jax import defaults
+from gla_jax import validation
 from gla_jax.outputs import pictures
 
 
@@ -34,3 +37,23 @@ def test_pad_to_even():
   assert padded.shape == (1, 4, 6, 3)
   np.testing.assert_array_equal(padded[:, :3, :5], frames)
   np.testing.assert_array_equal(padded[:, 3, :5], frames[:, 2])
+
+
+def test_colormap_option_and_its_validation():
+  maps = np.linspace(0, 1, 2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+  levels = np.floor(maps * 255).astype(np.uint8).reshape(-1, 1)   # the 256 levels, truncated
+  for name, code in (('jet', cv2.COLORMAP_JET), ('viridis', cv2.COLORMAP_VIRIDIS)):
+    expected = cv2.applyColorMap(levels, code)[:, 0, ::-1].reshape(2, 3, 4, 3)
+    np.testing.assert_array_equal(pictures.colorize(maps, name), expected)
+  frames = np.zeros((2, 3, 4, 3), np.uint8)
+  np.testing.assert_array_equal(pictures.overlay(frames, maps, alpha=1.0, colormap='viridis'),
+                                pictures.colorize(maps, 'viridis'))
+  assert not np.array_equal(pictures.colorize(maps, 'turbo'), pictures.colorize(maps))
+  with pytest.raises(ValueError, match="Unknown colour map 'nope'.*'jet'.*'viridis'"):
+    pictures.colorize(maps, 'nope')
+  config = defaults.base_config()
+  assert config.localize.colormap == 'jet' and config.localize.video_codec == 'avc1'
+  validation.validate_localize(config)
+  config.localize.colormap = 'nope'
+  with pytest.raises(ValueError, match=r"config.localize.colormap 'nope'; choose one of .*'turbo'"):
+    validation.validate_localize(config)

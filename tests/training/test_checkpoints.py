@@ -105,3 +105,17 @@ def test_an_unfinished_save_is_ignored(tmp_path):
   os.makedirs(directory / '3.orbax-checkpoint-tmp-123' / 'state')
   with checkpoints.TrainCheckpointManager(directory) as manager:
     assert manager.latest_step() == 2
+
+
+def test_data_state_is_saved_with_the_step(tmp_path):
+  """The training stream's JSON state comes back with its step; older steps have none."""
+  directory = tmp_path / 'checkpoints'
+  stream_state = {'format': 1, 'origin_step': 0, 'grain': {'next_index': 12}}
+  with checkpoints.TrainCheckpointManager(directory, keep=3) as manager:
+    manager.save(1, _state(1), {'step': 1})
+    manager.save(2, _state(2), {'step': 2}, data_state=stream_state)
+  with checkpoints.TrainCheckpointManager(directory, read_only=True) as manager:
+    assert manager.data_state() == manager.data_state(2) == stream_state
+    assert manager.data_state(1) is None
+    state, metadata = manager.restore(_abstract(_state(0)))
+    assert metadata == {'step': 2} and int(state['step']) == 2

@@ -88,7 +88,8 @@ def _direct_scores(model, variables, config, clips):
                                                                               16, 3))
   video = (video - np.asarray(config.data.mean, np.float32)) / np.asarray(config.data.std,
                                                                            np.float32)
-  return np.asarray(model.apply(variables, jnp.asarray(video), train=False), np.float64)
+  forward = jax.jit(functools.partial(model.apply, train=False))   # One program, not eager ops.
+  return np.asarray(forward(variables, jnp.asarray(video)), np.float64)
 
 
 def test_evaluator_counts_real_clips_and_caps_with_a_subset_across_classes(
@@ -151,7 +152,8 @@ def test_the_eval_step_normalises_uint8_clips_like_numpy(tiny_evaluation):
   step = jax.jit(functools.partial(evaluate.eval_step, model=model, mean=config.data.mean,
                                    std=std))
   outputs = step(variables, {key: batch[key] for key in ('video', 'label', 'video_index', 'mask')})
-  logits = np.asarray(model.apply(variables, normalised, train=False), np.float64)
+  logits = np.asarray(jax.jit(functools.partial(model.apply, train=False))(variables, normalised),
+                      np.float64)
   np.testing.assert_allclose(outputs['logits'], logits, rtol=1e-5, atol=1e-5)
   shifted = logits - logits.max(axis=1, keepdims=True)
   losses = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(8), batch['label']]
