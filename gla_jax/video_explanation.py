@@ -166,7 +166,7 @@ class VideoExplanation:
                 video_class=self.video_class, class_name=self.class_name,
                 probability=round(float(self.probabilities[self.video_class]), 4),
                 top=[dict(class_name=name, probability=round(p, 4)) for name, p in self.top()],
-                segments=segments)
+                video_score=str(self.config.localize.video_score), segments=segments)
 
 
 def _target_index(target: Union[int, str, None], names: Sequence[str]) -> Optional[int]:

@@ -36,6 +36,8 @@ def lines(record: Dict[str, Any]) -> List[str]:
     return []
   out = ['top 3:    ' + ', '.join(f'{top["class_name"]} {top["probability"]:.2f}'
                                   for top in record['top'])]
+  if record.get('video_score') == 'max':   # Each class's best clip: they need not sum to 1.
+    out[0] += '  (each class\'s most confident clip)'
   if record.get('segments') is not None:
     assumed = '' if record.get('fps') else '  (frame rate unknown: 25 fps assumed)'
     out.append(f'segments: {segments_text(record)}{assumed}')
