@@ -84,17 +84,23 @@ def validate_model(config: ml_collections.ConfigDict) -> models.ResNeXt3D:
   return building.create_model(config)   # Unknown preset or dtype.
 
 
+def validate_model_input(data_config: ml_collections.ConfigDict) -> None:
+  """The `config.data` keys of the model's input: clip length, crop size, normalisation."""
+  for key in ('num_frames', 'crop_size'):
+    config_checks.integer(data_config, 'data', key, minimum=1)
+  config_checks.numbers_tuple(data_config, 'data', 'mean', length=3)
+  config_checks.numbers_tuple(data_config, 'data', 'std', length=3, above=0)
+
+
 def validate_data(data_config: ml_collections.ConfigDict) -> None:
   """`config.data`: types and ranges (paths are checked when a source opens them)."""
   section = 'data'
   config_checks.choice(data_config, section, 'source', sources.SOURCES)
-  for key in ('num_frames', 'frame_stride', 'crop_size'):
-    config_checks.integer(data_config, section, key, minimum=1)
+  validate_model_input(data_config)
+  config_checks.integer(data_config, section, 'frame_stride', minimum=1)
   config_checks.numbers_tuple(data_config, section, 'train_scales', above=0, maximum=1,
                               non_empty=True)
   config_checks.boolean(data_config, section, 'flip')
-  config_checks.numbers_tuple(data_config, section, 'mean', length=3)
-  config_checks.numbers_tuple(data_config, section, 'std', length=3, above=0)
   config_checks.integer(data_config, section, 'workers', minimum=0)
   config_checks.choice(data_config, section, 'worker_type', ('thread', 'process'))
   config_checks.integer(data_config, section, 'prefetch', minimum=0)

@@ -99,11 +99,6 @@ class VideoExplanation:
     order = np.argsort(-self.probabilities, kind='stable')[:k]
     return [(self.class_names[c], float(self.probabilities[c])) for c in order]
 
-  def segment_seconds(self) -> List[Tuple[float, float]]:
-    """The segments as (start, end) seconds: frames / fps (`DEFAULT_FPS` when unknown)."""
-    fps = self.fps or DEFAULT_FPS
-    return [(start / fps, end / fps) for start, end in self.segments]
-
   def save(self, folder: str, max_panels: int = 4) -> str:
     """Writes the arrays and JSON files into `folder` (a local path or URI); returns it.
 
@@ -157,11 +152,8 @@ class VideoExplanation:
 
   def summary(self) -> Dict[str, Any]:
     """The video's answer as JSON: class, top classes, segments (frames and seconds)."""
-    segments = None
-    if self.localized:
-      segments = [dict(start_frame=int(s), end_frame=int(e), start_s=round(a, 3),
-                       end_s=round(b, 3))
-                  for (s, e), (a, b) in zip(self.segments, self.segment_seconds())]
+    segments = (explanation_files.segment_records(self.segments, self.fps or DEFAULT_FPS)
+                if self.localized else None)
     return dict(video=self.source, num_frames=self.num_frames, fps=self.fps,
                 video_class=self.video_class, class_name=self.class_name,
                 probability=round(float(self.probabilities[self.video_class]), 4),
@@ -196,10 +188,7 @@ def explanation_config(config: ml_collections.ConfigDict, model, *, method=None,
                                 ('localize', 'clip_stride', clip_stride)):
       if value is not None:
         config[section][key] = value
-  for key in ('num_frames', 'crop_size'):
-    config_checks.integer(config.data, 'data', key, minimum=1)
-  config_checks.numbers_tuple(config.data, 'data', 'mean', length=3)
-  config_checks.numbers_tuple(config.data, 'data', 'std', length=3, above=0)
+  validation.validate_model_input(config.data)   # Not the data source's keys: none is read.
   validation.validate_explain(config, model)
   validation.validate_localize(config)
   return config
@@ -248,7 +237,7 @@ def explain_video(video, *, checkpoint=None, model=None, variables=None, config=
   names = list(loaded.class_names)
   target = _target_index(target, names)
   frames = read.frames
-  region = video_inputs.crop_region(*frames.shape[1:3])
+  region = sampling.center_region(*frames.shape[1:3])
   crops = sampling.center_clip(frames, config.data)                 # uint8 [N, S, S, 3]
   if int(config.data.frame_stride) != 1:
     logging.warning('config.data.frame_stride=%d is not applied to explanations: maps are per '

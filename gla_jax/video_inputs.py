@@ -110,11 +110,6 @@ def estimated_frames(path: str) -> int:
   return 0
 
 
-def crop_region(height: int, width: int):
-  """(x0, y0, side) of the model's crop in H x W frames: the centre square (`sampling.center_clip`)."""
-  return sampling.corner_crop(height, width, 1.0, 0)
-
-
 def preprocess(frames, *, crop_size: int, mean: Sequence[float] = sampling.ACTIVITYNET_MEAN,
                std: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
   """The model's input from uint8 RGB frames [N, H, W, 3], without a config.
@@ -130,7 +125,7 @@ def preprocess(frames, *, crop_size: int, mean: Sequence[float] = sampling.ACTIV
   if int(crop_size) < 1:
     raise ValueError(f'crop_size={crop_size}: must be >= 1 (the model\'s input side, e.g. 112).')
   channel_mean, inverse_std = input_normalization.channel_constants(mean, std)
-  x0, y0, side = crop_region(*frames.shape[1:3])
+  x0, y0, side = sampling.center_region(*frames.shape[1:3])
   crops = sampling.crop_resize(frames, x0, y0, side, int(crop_size))
   return (crops.astype(np.float32) - channel_mean) * inverse_std
 

@@ -92,7 +92,7 @@ def eval_examples(source: sources.Source, transform: sampling.ClipTransform, vid
     return Outcome(None, video_index,
                     ((video_index, source.describe(video_index), bad_data.describe_error(error)),))
   height, width = example['video'].shape[1:3]
-  x0, y0, side = sampling.corner_crop(height, width, 1.0, 0)
+  x0, y0, side = sampling.center_region(height, width)
   examples = []
   for k in range(len(starts)):
     rows = slice(k * transform.num_frames, (k + 1) * transform.num_frames)

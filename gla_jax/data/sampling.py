@@ -174,6 +174,11 @@ class ClipTransform:
     return out
 
 
+def center_region(height: int, width: int) -> Tuple[int, int, int]:
+  """(x0, y0, side) of the centre square of H x W frames: the crop of evaluation and explanation."""
+  return corner_crop(height, width, 1.0, 0)
+
+
 def center_clip(frames: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
   """Evaluation preprocessing of raw frames, for explaining arbitrary videos.
 
@@ -185,5 +190,5 @@ def center_clip(frames: np.ndarray, data_config: ml_collections.ConfigDict) -> n
     uint8 [T, S, S, 3]: the centre square resized to `crop_size`, for drawing
     and for the model (which normalises it on the device).
   """
-  x0, y0, side = corner_crop(frames.shape[1], frames.shape[2], 1.0, 0)
+  x0, y0, side = center_region(frames.shape[1], frames.shape[2])
   return crop_resize(frames, x0, y0, side, int(data_config.crop_size))

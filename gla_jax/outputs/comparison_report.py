@@ -26,7 +26,6 @@ JSON_FILE = 'comparison.json'
 MARKDOWN_FILE = 'comparison.md'
 PLOT_FILE = 'comparison.png'
 PLOT_SIZE = (1300, 560)    # comparison.png: width, height in pixels
-_DPI = 100
 
 
 def _cell(value: float, best: bool) -> str:
@@ -120,13 +119,9 @@ def plot(result: Dict[str, Any]) -> np.ndarray:
   box threshold, its chosen threshold marked; right: the reported clips'
   localization accuracy and mean IoU per method. One legend below the panels.
   """
-  from matplotlib import figure  # pylint: disable=g-import-not-at-top  (a second to import)
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   methods, order = result['methods'], result['order']
   iou_threshold = result['settings']['iou_threshold']
-  width, height = PLOT_SIZE
-  fig = figure.Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, layout='constrained')
-  canvas = backend_agg.FigureCanvasAgg(fig)
+  fig, canvas = pictures.plot_figure(PLOT_SIZE)
   sweep, bars = fig.subplots(1, 2)
   for name in order:
     accuracy = methods[name].get('held_out_loc_acc', {})

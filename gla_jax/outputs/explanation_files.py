@@ -227,6 +227,12 @@ def write_overlay(path: str, drawn: np.ndarray, fps: float, codec: str = 'mp4v')
   return path
 
 
+def segment_records(segments: Sequence[Tuple[int, int]], fps: float) -> List[Dict[str, Any]]:
+  """The segments as JSON: first frame, end frame (exclusive), and both in seconds."""
+  return [dict(start_frame=int(start), end_frame=int(end), start_s=round(start / fps, 3),
+               end_s=round(end / fps, 3)) for start, end in segments]
+
+
 def write_localization(out_dir: str, config: ml_collections.ConfigDict,
                        video_path: Optional[str], frames: np.ndarray,
                        region: Tuple[int, int, int],
@@ -261,9 +267,7 @@ def write_localization(out_dir: str, config: ml_collections.ConfigDict,
           'threshold', 'relative_to', 'policy', 'temporal_threshold', 'min_segment_frames',
           'max_gap_frames')},
       video_class=video_class_record(explanation, names), clips=clip_info,
-      segments=[dict(start_frame=int(s), end_frame=int(e),
-                     start_s=round(s / fps, 3), end_s=round(e / fps, 3))
-                for s, e in loc.segments],
+      segments=segment_records(loc.segments, fps),
       frames=per_frame), indent=1))
 
   drawn = overlay_frames(frames, region, explanation, names, str(config.localize.colormap))

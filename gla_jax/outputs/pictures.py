@@ -36,6 +36,25 @@ def colormap_code(name: str) -> int:
   return getattr(cv2, 'COLORMAP_' + str(name).upper())
 
 
+
+# Pixels per inch of the matplotlib figures (curves.png, comparison.png): sizes are in pixels.
+PLOT_DPI = 100
+
+
+def plot_figure(size: Tuple[int, int]):
+  """A matplotlib figure of `size` (width, height) pixels on an Agg canvas: (figure, canvas).
+
+  No display and no pyplot state; matplotlib is imported here (a second) only
+  when a plot is drawn.
+  """
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+  width, height = size
+  fig = figure.Figure(figsize=(width / PLOT_DPI, height / PLOT_DPI), dpi=PLOT_DPI,
+                      layout='constrained')
+  return fig, backend_agg.FigureCanvasAgg(fig)
+
+
 def colorize(maps: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
   """[..., H, W] values in [0, 1] -> uint8 [..., H, W, 3] RGB with an OpenCV colour map."""
   code = colormap_code(colormap)

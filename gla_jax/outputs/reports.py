@@ -25,6 +25,7 @@ import numpy as np
 import tqdm
 
 from gla_jax.data import storage
+from gla_jax.outputs import pictures
 
 METRICS_FILE = 'metrics.jsonl'
 CURVES_FILE = 'curves.png'
@@ -38,7 +39,6 @@ CURVE_PANELS = (
     ('learning rate', (('train/learning_rate', 'lr'),)),
 )
 CURVE_SIZE = (1350, 420)    # curves.png: width, height in pixels
-_DPI = 100
 # Where TensorBoard events can go: local folders ('') and the URIs tensorboardX writes to.
 _TENSORBOARD_SCHEMES = ('', 'gs', 's3')
 
@@ -293,13 +293,9 @@ def write_curves(records: Sequence[Dict[str, Any]], path: str) -> str:
   With matplotlib's Agg canvas (no display, no pyplot state): three panels of
   `CURVE_SIZE` pixels in all, each legend below its axes, not over the curves.
   """
-  from matplotlib import figure  # pylint: disable=g-import-not-at-top  (a second to import)
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   steps = [r['step'] for r in records if 'step' in r]
   step_range = (float(min(steps, default=0)), float(max(steps, default=1)))
-  width, height = CURVE_SIZE
-  fig = figure.Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, layout='constrained')
-  backend_agg.FigureCanvasAgg(fig)
+  fig, _ = pictures.plot_figure(CURVE_SIZE)
   for axes, (title, keys) in zip(fig.subplots(1, len(CURVE_PANELS)), CURVE_PANELS):
     curves = []
     for key, label in keys:
@@ -308,5 +304,5 @@ def write_curves(records: Sequence[Dict[str, Any]], path: str) -> str:
         curves.append((label, xs, ys))
     _draw_panel(axes, title, curves, step_range)
   with storage.local_file_for_writing(path) as local:   # matplotlib writes local files.
-    fig.savefig(local, format='png', dpi=_DPI, facecolor='white')
+    fig.savefig(local, format='png', dpi=pictures.PLOT_DPI, facecolor='white')
   return path
