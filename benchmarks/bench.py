@@ -29,7 +29,6 @@ writes every figure as JSON. Results: docs/results.md.
 import argparse
 import datetime
 import functools
-import json
 import os
 import platform
 import sys
@@ -214,11 +213,6 @@ def ratios(results: Dict[str, Any]) -> Dict[str, float]:
   return out
 
 
-def _fmt_bytes(value) -> str:
-  if value is None:
-    return 'n/a'
-  return f'{value / 2**20:.0f} MiB' if abs(value) < 2**30 else f'{value / 2**30:.2f} GiB'
-
 
 def _fmt(value, spec) -> str:
   return 'n/a' if value is None else format(value, spec)
@@ -251,8 +245,9 @@ def format_report(results: Dict[str, Any]) -> str:
           f'{label:<32}{figures["clips_per_s"]:>10.2f}{1e3 * figures["seconds_per_step"]:>10.1f}'
           f'{_fmt(compile_s, ".1f"):>11}{_fmt(figures.get("tflops_per_s"), ".3f"):>9}'
           f'{_fmt(None if fraction is None else 100 * fraction, ".1f"):>8}'
-          f'{_fmt_bytes(compiled):>11}{_fmt_bytes(figures.get("device_peak_bytes")):>11}'
-          f'{_fmt_bytes(figures.get("rss_growth_bytes")):>11}')
+          f'{harness.format_bytes(compiled):>11}'
+          f'{harness.format_bytes(figures.get("device_peak_bytes")):>11}'
+          f'{harness.format_bytes(figures.get("rss_growth_bytes")):>11}')
   lines.append('(torch "compile s" is the first call; PyTorch TFLOP/s use the FLOPs of the '
                'matching JAX program)')
   if results.get('ratios'):
@@ -264,8 +259,8 @@ def format_report(results: Dict[str, Any]) -> str:
   elif memory:
     lines += ['', 'Explanation memory (compiled footprint, total / temporaries):']
     for key in ('stages_b', 'blocks_b', 'stages_2b', 'blocks_2b'):
-      lines.append(f'  {key:<12}{_fmt_bytes(memory[key + "_bytes"]):>11}'
-                   f'{_fmt_bytes(memory[key + "_temp_bytes"]):>11}')
+      lines.append(f'  {key:<12}{harness.format_bytes(memory[key + "_bytes"]):>11}'
+                   f'{harness.format_bytes(memory[key + "_temp_bytes"]):>11}')
     lines.append(f'  blocks / stages {memory["blocks_over_stages"]:.2f} (target <= 1.5); '
                  f'2b / b: stages {memory["stages_2b_over_b"]:.2f}, '
                  f'blocks {memory["blocks_2b_over_b"]:.2f}')
@@ -320,11 +315,7 @@ def _benchmark(args: argparse.Namespace, device) -> Dict[str, Any]:
     results['torch'] = benchmark_torch(torch, torch_resnext, args)
   add_flop_rates(results, peak)
   results['ratios'] = ratios(results)
-  print(format_report(results), flush=True)
-  if args.out:
-    with open(args.out, 'w') as f:
-      json.dump(results, f, indent=1, default=str)
-  return results
+  return harness.print_and_save(results, format_report(results), args.out)
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ comparison flags of `benchmarks.bench` (other scripts add theirs);
 """
 import argparse
 import functools
+import json
 import os
 import resource
 import time
@@ -72,6 +73,22 @@ def import_torch() -> Tuple[Any, Any]:
     return None, None
   from tests import torch_resnext  # pylint: disable=g-import-not-at-top  (needs torch)
   return torch, torch_resnext
+
+
+def format_bytes(value) -> str:
+  """MiB or GiB for a report; 'n/a' for None."""
+  if value is None:
+    return 'n/a'
+  return f'{value / 2**20:.0f} MiB' if abs(value) < 2**30 else f'{value / 2**30:.2f} GiB'
+
+
+def print_and_save(results: Dict[str, Any], report: str, out: str) -> Dict[str, Any]:
+  """Prints a benchmark's report, writes its results as JSON to `out` (if given); returns them."""
+  print(report, flush=True)
+  if out:
+    with open(out, 'w') as f:
+      json.dump(results, f, indent=1, default=str)
+  return results
 
 
 def max_rss_bytes() -> int:

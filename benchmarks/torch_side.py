@@ -39,7 +39,7 @@ def torch_gradcam(torch, activations: Dict[str, Any], gradients: Dict[str, Any],
   return minmax(torch.stack(maps).mean(dim=0))
 
 
-def _tap_modules(net, layers: Sequence[str]) -> Dict[str, Any]:
+def tap_modules(net, layers: Sequence[str]) -> Dict[str, Any]:
   """The module whose output is each tap of `torch_resnext.ResNeXt.forward`.
 
   A stage's tap is its last block's output (`forward` runs the blocks one by
@@ -119,7 +119,7 @@ class TorchBench:
     def run():
       self.net.eval()
       handles.extend(module.register_forward_hook(make_hook(name))
-                     for name, module in _tap_modules(self.net, names).items())
+                     for name, module in tap_modules(self.net, names).items())
       try:
         self.net.zero_grad(set_to_none=True)
         with self.autocast():

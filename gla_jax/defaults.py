@@ -8,6 +8,7 @@ Durations are in steps. Every config is locked, so a misspelt override
 import ml_collections
 
 from gla_jax.data import sampling
+from gla_jax.explain import compared_methods
 from gla_jax.explain import loc_metrics
 
 
@@ -62,13 +63,18 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint='latest',     # which training checkpoint --mode=eval reads: latest | best
   ))
   config.explain = ml_collections.ConfigDict(dict(
-      method='gradcam',        # gradcam | gradcam_pp | layercam | elementwise
+      method='gradcam',        # gradcam | gradcam_pp | layercam | hirescam (alias elementwise) |
+                               # xgradcam | gradcam_elementwise | eigencam | scorecam | ablationcam
       layers='stages',         # stages | blocks | comma-separated tap names
       aggregate='mean',        # mean | max | product | sum
       pooling='global',        # global | time
       normalization='minmax',  # minmax | tanh
+      upsampling='half_pixel',  # half_pixel (PyTorch's interpolate) | receptive_field (cell i
+                               # at stride * i, where its receptive field is centred)
       batch_size=8,
       max_clips=16,            # validation clips explained by the main job
+      chunk_size=32,           # scorecam/ablationcam: channels per batched forward pass
+                               # (each runs batch_size * chunk_size clips; memory grows with it)
   ))
   # Boxes and segments from the attention (gla_jax.explain.localize), long videos
   # (--mode=explain/localize) and the evaluation against ground truth (--mode=loc_eval).
@@ -98,6 +104,13 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=8,            # clips per call in --mode=loc_eval (explanations, curve steps)
       seed=0,                  # loc_eval: which videos are read (max_clips) and held out
       num_pictures=2,          # loc_eval: example panels with ground-truth and predicted boxes
+      methods=compared_methods.DEFAULT_KINDS,  # loc_eval: the table's methods, names or kinds
+                               # of explain.compared_methods (e.g. 'gradcam:layer3', 'layercam',
+                               # 'scorecam'); () = all. Default: all but scorecam and ablationcam
+                               # (a forward pass per channel and clip). gradcam:layer4 and
+                               # global-local:* always
+      upsamplings=(),          # loc_eval: half_pixel | receptive_field, each method once per one
+                               # ('<method>@<upsampling>'); () = explain.upsampling only
       write_gif=False,         # explain/localize: overlay.gif besides overlay.mp4 (Pillow)
       video_codec='avc1',      # FourCC of the overlay: avc1 = H.264 in .mp4 (PyAV's libx264; mp4v
                                # with a warning where PyAV has none) | mp4v | MJPG (.avi) | XVID | FFV1

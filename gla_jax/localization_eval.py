@@ -3,7 +3,8 @@
 Finds the weights, explains the clips of a seeded subset of whole videos of
 the evaluation split across the classes (at most `config.localize.max_clips`
 clips, `loader.eval_clips`), which have ground-truth boxes, with every method
-(`explain.comparison`), scores them and writes `<workdir>/loc_eval/`
+of `config.localize.methods` under every up-sampling of
+`config.localize.upsamplings` (`explain.comparison`), scores them and writes `<workdir>/loc_eval/`
 (`outputs.comparison_report`). Every clip and every method's map stay in
 memory (float32 T x S x S each): 64 clips of 16 x 112 x 112 take about 50 MB
 per method. The clip batches are split over this process's devices
@@ -72,7 +73,9 @@ def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     return comparison.collect_clips(
         model, variables, (parallel.shard_local_batch(batch, mesh) for batch in batches),
         wanted, batch_size, config.data.mean, config.data.std, config.explain.pooling,
-        config.explain.normalization, progress=_progress())
+        config.explain.normalization, progress=_progress(),
+        names=comparison.compared_names(config, model), own=comparison.own_upsampling(config),
+        chunk_size=int(config.explain.get('chunk_size', 32)))
   finally:
     batches.close()
 

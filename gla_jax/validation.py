@@ -17,6 +17,7 @@ from gla_jax import models
 from gla_jax.data import sources
 from gla_jax.data import storage
 from gla_jax.data import synthetic_settings
+from gla_jax.explain import compared_methods
 from gla_jax.explain import localize
 from gla_jax.explain import long_video
 from gla_jax.models import building
@@ -64,7 +65,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   validate_train(config)
   validate_eval(config)
   validate_explain(config, model)
-  validate_localize(config)
+  validate_localize(config, model)
   validate_top_level(config, num_devices, process_count)
 
 
@@ -180,10 +181,12 @@ def validate_eval(config: ml_collections.ConfigDict) -> None:
 def validate_explain(config: ml_collections.ConfigDict, model: models.ResNeXt3D) -> None:
   """`config.explain`; the layer names are checked against `model`'s taps."""
   section = config.explain
-  config_checks.choice(section, 'explain', 'method', explain.METHODS)
+  config_checks.choice(section, 'explain', 'method',
+                       explain.METHODS + tuple(explain.METHOD_ALIASES))
   config_checks.choice(section, 'explain', 'aggregate', explain.AGGREGATES)
   config_checks.choice(section, 'explain', 'pooling', explain.POOLINGS)
   config_checks.choice(section, 'explain', 'normalization', explain.NORMALIZATIONS)
+  config_checks.choice(section, 'explain', 'upsampling', explain.UPSAMPLINGS)
   layers = config_checks.string(section, 'explain', 'layers')
   try:
     explain.resolve_layers(model, long_video.layers_option(layers))
@@ -192,11 +195,18 @@ def validate_explain(config: ml_collections.ConfigDict, model: models.ResNeXt3D)
   config_checks.integer(section, 'explain', 'batch_size', minimum=1)
   config_checks.integer(section, 'explain', 'max_clips', minimum=0,
                         hint='validation clips the main job explains')
+  config_checks.integer(section, 'explain', 'chunk_size', minimum=1,
+                        hint='channels per batched forward pass of scorecam/ablationcam')
 
 
-def validate_localize(config: ml_collections.ConfigDict) -> None:
-  """`config.localize`: boxes, segments, long videos and the comparison's settings."""
+def validate_localize(config: ml_collections.ConfigDict,
+                      model: Optional[models.ResNeXt3D] = None) -> None:
+  """`config.localize`: boxes, segments, long videos and the comparison's settings.
+
+  With `model`, the comparison's methods are checked against its layers and gates.
+  """
   section, name = config.localize, 'localize'
+  validate_compared_methods(config, model)
   for key in ('threshold', 'temporal_threshold'):
     config_checks.number(section, name, key, minimum=0, maximum=1,
                          hint='a fraction of the maximum')
@@ -229,6 +239,35 @@ def validate_localize(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.localize.video_codec={codec!r}: must be a FourCC of 4 characters '
                      "(e.g. 'avc1' for H.264, 'mp4v', 'MJPG').")
   config_checks.choice(section, name, 'colormap', pictures.COLORMAPS)
+
+
+def _strings_tuple(section: ml_collections.ConfigDict, key: str, what: str) -> tuple:
+  value = section[key]
+  if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
+    raise TypeError(f'config.localize.{key}={value!r}: must be a tuple of {what} (() for the '
+                    'default).')
+  duplicates = sorted({v for v in value if list(value).count(v) > 1})
+  if duplicates:
+    raise ValueError(f'config.localize.{key}={tuple(value)}: {duplicates} given twice; name '
+                     'each once.')
+  return tuple(value)
+
+
+def validate_compared_methods(config: ml_collections.ConfigDict,
+                              model: Optional[models.ResNeXt3D] = None) -> None:
+  """`config.localize.methods` and `upsamplings` (`--mode=loc_eval`'s table)."""
+  upsamplings = _strings_tuple(config.localize, 'upsamplings', 'up-sampling names')
+  unknown = [u for u in upsamplings if u not in explain.UPSAMPLINGS]
+  if unknown:
+    raise ValueError(f'config.localize.upsamplings={upsamplings}: unknown {unknown}; choose '
+                     f'from {explain.UPSAMPLINGS} (() = config.explain.upsampling only).')
+  methods = _strings_tuple(config.localize, 'methods', 'method names or kinds')
+  unknown = [m for m in methods if m.partition(':')[0] not in compared_methods.KINDS]
+  if unknown:
+    raise ValueError(f'config.localize.methods={methods}: unknown {unknown}; name methods '
+                     f'<kind>:<layer> or kinds of {compared_methods.KINDS} (() = all).')
+  if model is not None:
+    compared_methods.select(model, methods)
 
 
 def validate_top_level(config: ml_collections.ConfigDict, num_devices: Optional[int],

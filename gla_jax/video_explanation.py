@@ -175,7 +175,7 @@ def _target_index(target: Union[int, str, None], names: Sequence[str]) -> Option
 
 
 def explanation_config(config: ml_collections.ConfigDict, model, *, method=None, layers=None,
-                       aggregate=None, clip_stride=None, batch_size=None
+                       aggregate=None, clip_stride=None, batch_size=None, upsampling=None
                        ) -> ml_collections.ConfigDict:
   """A copy of `config` with the given explain/localize keys replaced, validated."""
   config = config.copy_and_resolve_references()
@@ -185,6 +185,7 @@ def explanation_config(config: ml_collections.ConfigDict, model, *, method=None,
     for section, key, value in (('explain', 'method', method), ('explain', 'layers', layers),
                                 ('explain', 'aggregate', aggregate),
                                 ('explain', 'batch_size', batch_size),
+                                ('explain', 'upsampling', upsampling),
                                 ('localize', 'clip_stride', clip_stride)):
       if value is not None:
         config[section][key] = value
@@ -200,7 +201,8 @@ def explain_video(video, *, checkpoint=None, model=None, variables=None, config=
                   clip_stride: Optional[int] = None, batch_size: Optional[int] = None,
                   with_localization: bool = True, progress: Any = True,
                   class_names: Optional[Sequence[str]] = None,
-                  fps: Optional[float] = None) -> VideoExplanation:
+                  fps: Optional[float] = None,
+                  upsampling: Optional[str] = None) -> VideoExplanation:
   """Explains (and localizes) a whole video of any length with sliding clips.
 
   Args:
@@ -211,7 +213,8 @@ def explain_video(video, *, checkpoint=None, model=None, variables=None, config=
     model, variables: the network and its weights, instead of `checkpoint`.
     config: the whole config (needed with a `.pth` file unless `model` is
       given); None: the checkpoint's, or the defaults.
-    method, layers, aggregate, batch_size: override `config.explain`'s keys.
+    method, layers, aggregate, batch_size, upsampling: override
+      `config.explain`'s keys (`upsampling`: `half_pixel` | `receptive_field`).
     target: the class (index or name) every clip explains; None: each
       clip's most probable class.
     clip_stride: overrides `config.localize.clip_stride` (0: half a clip).
@@ -233,7 +236,7 @@ def explain_video(video, *, checkpoint=None, model=None, variables=None, config=
                                     class_names=class_names)
   config = explanation_config(loaded.config, loaded.model, method=method, layers=layers,
                               aggregate=aggregate, clip_stride=clip_stride,
-                              batch_size=batch_size)
+                              batch_size=batch_size, upsampling=upsampling)
   names = list(loaded.class_names)
   target = _target_index(target, names)
   frames = read.frames

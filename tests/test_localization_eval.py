@@ -14,6 +14,8 @@ from gla_jax import models
 from gla_jax.data import loader
 from gla_jax.data import sources
 from gla_jax.data import video_io
+from gla_jax import validation
+from gla_jax.explain import compared_methods
 from gla_jax.explain import comparison
 from gla_jax.explain import perturbation
 from gla_jax.models import building
@@ -23,15 +25,21 @@ METRICS = ('loc_acc@0.5', 'mean_iou', 'temporal_iou', 'pointing_game', 'deletion
            'insertion_auc')
 
 
+UPSAMPLINGS = ('half_pixel', 'receptive_field')
+# Every kind but the masked methods (a forward pass per channel: tested on a narrow model).
+GRADIENT_KINDS = tuple(kind for kind in compared_methods.KINDS
+                       if kind not in compared_methods.MASKED_METHODS)
+
+
 def _config(size):
-  """The tiny config, gated, on 6 synthetic clips of 8 x size x size."""
+  """The tiny config, gated, on 6 synthetic clips of 8 x size x size, both up-samplings."""
   config = tiny.get_config()
   with config.unlocked():
     config.data.crop_size = size
     config.data.synthetic.update(height=size, width=size, val_size=6)
     config.localize.update(max_clips=5, batch_size=2, thresholds=THRESHOLDS, seed=1,
                            held_out_fraction=0.4, deletion_steps=1, curve_clips=1,
-                           num_pictures=1)
+                           num_pictures=1, methods=GRADIENT_KINDS, upsamplings=UPSAMPLINGS)
     config.model.gated = True
   return config
 
@@ -89,40 +97,134 @@ def _check_report(result, workdir):
 
 def test_every_method_is_compared(compared):
   result, _, model, _, workdir = compared
-  assert result['order'] == list(comparison.method_names(model))
-  assert result['order'] == [
+  own = [
       'gradcam:layer4', 'gradcam:layer3', 'gradcam:layer2', 'gradcam:layer1', 'gradcam:conv1',
       'global-local:mean', 'global-local:max', 'global-local:product', 'layercam:mean',
-      'gradcam_pp:mean', 'gate:layer4', 'gate:layer3', 'gate:layer2', 'gate:layer1', 'gate:mean']
+      'gradcam_pp:mean', 'xgradcam:mean', 'hirescam:mean', 'gradcam_elementwise:mean',
+      'eigencam:mean', 'gate:layer4', 'gate:layer3', 'gate:layer2', 'gate:layer1', 'gate:mean']
+  # The config's own up-sampling (half_pixel) keeps the plain names; the other has a suffix.
+  assert result['order'] == own + [f'{name}@receptive_field' for name in own]
+  assert result['order'] == list(comparison.method_names(model, GRADIENT_KINDS, UPSAMPLINGS))
+  assert comparison.method_names(model) == (*own[:14], 'scorecam:layer4', 'ablationcam:layer4',
+                                            *own[14:])
+  assert result['upsamplings'] == list(UPSAMPLINGS) and result['own_upsampling'] == 'half_pixel'
+  for name in result['order']:
+    entry = result['methods'][name]
+    assert (entry['method'], entry['upsampling']) == (
+        name.partition('@')[0], name.partition('@')[2] or 'half_pixel')
   _check_report(result, workdir)
   assert result['curve_clips'] == 1
 
 
 def test_verdict_compares_the_best_fusion_with_last_layer_gradcam(compared):
+  """Per up-sampling: its best fusion against its own last-layer Grad-CAM."""
   result = compared[0]
   methods = result['methods']
-  best = result['best_global_local']
-  held_out_best = {name: max(methods[name]['held_out_loc_acc'].values())
-                   for name in comparison.GLOBAL_LOCAL}
-  assert held_out_best[best] == max(held_out_best.values())
-  ours, theirs = (methods[name]['summary']['loc_acc@0.5'] for name in (best, comparison.BASELINE))
-  assert f'loc acc@0.5 {ours:.3f} vs {theirs:.3f} ({ours - theirs:+.3f})' in result['verdict']
+  assert result['best_global_local'] == result['best_global_local_by_upsampling']['half_pixel']
+  for upsampling, suffix in (('half_pixel', ''), ('receptive_field', '@receptive_field')):
+    best = result['best_global_local_by_upsampling'][upsampling]
+    held_out_best = {name + suffix: max(methods[name + suffix]['held_out_loc_acc'].values())
+                     for name in comparison.GLOBAL_LOCAL}
+    assert held_out_best[best] == max(held_out_best.values())
+    ours, theirs = (methods[name]['summary']['loc_acc@0.5']
+                    for name in (best, comparison.BASELINE + suffix))
+    assert f'loc acc@0.5 {ours:.3f} vs {theirs:.3f} ({ours - theirs:+.3f})' in result['verdict']
+  assert 'With `receptive_field` up-sampling, the best global-local' in result['verdict']
+  assert result['verdict'].endswith(comparison.upsampling_sentence(
+      methods, 0.5, 'half_pixel', 'receptive_field'))
 
 
 def test_method_maps_are_explain_maps(compared):
+  """Every method under both up-samplings, against explain.explain with the same options."""
   _, config, model, variables, _ = compared
   batch = next(loader.eval_batches(config.data, 'eval', config.localize.batch_size))
   mean, std = config.data.mean, (50.0, 60.0, 70.0)       # std 1 would hide a missing division
-  maps, _, target = comparison.method_maps(model, variables, batch['video'], mean, std)
+  names = comparison.method_names(model, GRADIENT_KINDS, UPSAMPLINGS)
+  maps, _, target = comparison.method_maps(model, variables, batch['video'], mean, std,
+                                           names=names)
+  assert set(maps) == set(names)
   # The uint8 clips normalised by numpy, as the model takes them.
   normalised = ((batch['video'].astype(np.float32) - np.asarray(mean, np.float32))
                 / np.asarray(std, np.float32))
-  last_layer = explain.explain(model, variables, normalised, layers=('layer4',))
-  np.testing.assert_array_equal(target, last_layer.target)
-  assert np.ptp(np.asarray(last_layer.attention)) > 0          # not a constant map
-  np.testing.assert_allclose(maps[comparison.BASELINE], last_layer.attention, atol=1e-6)
-  stages = np.stack([maps[f'gradcam:{name}'] for name in models.stage_layer_names(model)])
-  np.testing.assert_allclose(maps['global-local:max'], explain.aggregate_maps(stages, 'max'))
+  # New methods under the own up-sampling, one of them under the other (a compile each); the
+  # others (hirescam, gradcam_elementwise) take xgradcam's path, one layer_map formula apart.
+  for upsampling, suffix, new_methods in (
+      ('half_pixel', '', ('xgradcam', 'eigencam')),
+      ('receptive_field', '@receptive_field', ('eigencam',))):
+    every_stage = explain.explain(model, variables, normalised, upsampling=upsampling)
+    np.testing.assert_array_equal(target, every_stage.target)
+    for name, layer_map in every_stage.layer_maps.items():
+      np.testing.assert_allclose(maps[f'gradcam:{name}{suffix}'], layer_map, atol=1e-6)
+    assert np.ptp(np.asarray(every_stage.layer_maps['layer4'])) > 0     # not a constant map
+    np.testing.assert_allclose(maps['global-local:mean' + suffix], every_stage.attention,
+                               atol=1e-6)
+    for stage, gate in every_stage.gate_maps.items():
+      np.testing.assert_allclose(maps[f'gate:{stage}{suffix}'], gate, atol=1e-5)
+    for method in new_methods:
+      fused = explain.explain(model, variables, normalised, method=method, upsampling=upsampling)
+      np.testing.assert_allclose(maps[f'{method}:mean{suffix}'], fused.attention, atol=1e-5,
+                                 err_msg=method + suffix)
+    stages = np.stack([maps[f'gradcam:{name}{suffix}'] for name in models.stage_layer_names(model)])
+    np.testing.assert_allclose(maps['global-local:max' + suffix],
+                               explain.aggregate_maps(stages, 'max'))
+  assert not np.allclose(maps[comparison.BASELINE], maps[comparison.BASELINE + '@receptive_field'])
+
+
+def test_masked_method_maps_are_explain_maps():
+  """Score-CAM and Ablation-CAM of the last layer, both up-samplings, on a narrow model."""
+  # As narrow as the bottleneck allows: 64 channels in layer4, a forward pass each.
+  model = models.ResNeXt3D(stage_sizes=(1, 1, 1, 1), num_classes=3, cardinality=1,
+                           widths=(32, 32, 32, 32), stem_width=8)
+  variables = models.init_variables(model, jax.random.key(1), (1, 4, 16, 16, 3))
+  video = np.random.default_rng(0).integers(0, 256, (1, 4, 16, 16, 3), np.uint8)
+  mean, std = (120.0, 110.0, 100.0), (60.0, 60.0, 60.0)
+  names = comparison.method_names(model, compared_methods.MASKED_METHODS,
+                                  ('receptive_field', 'half_pixel'), 'receptive_field')
+  assert names[-2:] == ('scorecam:layer4@half_pixel', 'ablationcam:layer4@half_pixel')
+  masked = ('scorecam:layer4', 'ablationcam:layer4@half_pixel')      # a compile each
+  maps, _, target = comparison.method_maps(model, variables, video, mean, std, names=masked,
+                                           own_upsampling='receptive_field', chunk_size=3)
+  normalised = np.asarray(models.normalize_video(video, mean, std))
+  for name in masked:
+    method, upsampling = name.partition(':')[0], name.partition('@')[2]
+    explained = explain.explain(model, variables, normalised, method=method, layers=('layer4',),
+                                upsampling=upsampling or 'receptive_field', chunk_size=5)
+    np.testing.assert_array_equal(target, explained.target)
+    np.testing.assert_allclose(maps[name], explained.attention, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize('key, value, error, message', [
+    ('methods', ('gradcam', 'scorecam:layer4', 'smoothgrad'), ValueError,
+     r"config.localize.methods=.*unknown \['smoothgrad'\].*kinds of"),
+    ('methods', ('gradcam:layer9',), ValueError, r"\['gradcam:layer9'\] name no method"),
+    ('methods', ('gate:layer4',), ValueError, r'name no method of this model'),   # not gated
+    ('methods', ('layercam', 'layercam'), ValueError, r"\['layercam'\] given twice"),
+    ('methods', ('layercam', 3), TypeError, r'config.localize.methods=.*tuple of method names'),
+    ('upsamplings', ('bicubic',), ValueError,
+     r"config.localize.upsamplings=\('bicubic',\): unknown \['bicubic'\]; choose from "
+     r"\('half_pixel', 'receptive_field'\)"),
+    ('upsamplings', ('half_pixel', 'half_pixel'), ValueError, 'given twice'),
+    ('upsamplings', ('half_pixel', 2), TypeError, r'must be a tuple of up-sampling names'),
+])
+def test_compared_methods_config_is_checked(key, value, error, message):
+  config = tiny.get_config()
+  with config.unlocked():
+    config.localize[key] = value
+  with pytest.raises(error, match=message):
+    validation.validate(config)
+
+
+def test_methods_config_picks_names_and_kinds():
+  model = models.ResNeXt3DTiny(num_classes=3)
+  # The baseline and the global-local fusions are always kept: the verdict compares them.
+  assert comparison.method_names(model, ('layercam', 'gradcam:layer2')) == (
+      'gradcam:layer4', 'gradcam:layer2', *comparison.GLOBAL_LOCAL, 'layercam:mean')
+  assert comparison.method_names(model, ('eigencam',), ('receptive_field', 'half_pixel'),
+                                 'half_pixel') == (
+      'gradcam:layer4', *comparison.GLOBAL_LOCAL, 'eigencam:mean',
+      'gradcam:layer4@receptive_field',
+      *(f'{name}@receptive_field' for name in comparison.GLOBAL_LOCAL),
+      'eigencam:mean@receptive_field')
 
 
 def test_gated_model_adds_its_gates(compared):
@@ -140,7 +242,7 @@ def test_gathered_clips_are_the_real_rows_of_whole_videos(monkeypatch):
   with config.unlocked():
     config.data.synthetic.update(num_frames=16, val_size=6)   # clips starting at 0 and 8
     config.data.max_bad_fraction = 0.2
-    config.localize.update(max_clips=0, batch_size=4, seed=2)
+    config.localize.update(max_clips=0, batch_size=4, seed=2, methods=('gradcam',))
   real_load = sources.SyntheticSource.load
 
   def load(self, index, frame_indices):
@@ -173,15 +275,16 @@ def test_clip_batches_are_split_over_the_local_devices(monkeypatch):
   config = tiny.get_config()
   with config.unlocked():
     config.data.synthetic.val_size = 3
-    config.localize.update(max_clips=0, batch_size=2, seed=0)   # 2 rows: padded to 4 devices
+    # 2 rows: padded to 4 devices. The gathering is under test: Grad-CAM's methods only.
+    config.localize.update(max_clips=0, batch_size=2, seed=0, methods=('gradcam',))
   model = building.create_model(config)
   variables = models.init_variables(model, jax.random.key(0), (1, 8, 16, 16, 3))
   real_method_maps = comparison.method_maps
   devices_seen = []
 
-  def method_maps(model, variables, video, *args):
+  def method_maps(model, variables, video, *args, **kwargs):
     devices_seen.append(len(video.sharding.device_set) if isinstance(video, jax.Array) else 1)
-    return real_method_maps(model, variables, video, *args)
+    return real_method_maps(model, variables, video, *args, **kwargs)
 
   monkeypatch.setattr(comparison, 'method_maps', method_maps)
   clips = localization_eval.gather_clips(config, model, variables)
@@ -190,7 +293,8 @@ def test_clip_batches_are_split_over_the_local_devices(monkeypatch):
   np.testing.assert_array_equal(clips['video_index'], [0, 1, 2])
   for batch, rows in zip(loader.eval_batches(config.data, 'eval', 2), (slice(0, 2), slice(2, 3))):
     maps, _, target = real_method_maps(model, variables, batch['video'], config.data.mean,
-                                       config.data.std)
+                                       config.data.std,
+                                       names=comparison.compared_names(config, model))
     count = rows.stop - rows.start
     np.testing.assert_array_equal(clips['target'][rows], np.asarray(target)[:count])
     for name, value in maps.items():

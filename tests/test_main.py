@@ -1,4 +1,8 @@
-"""The command line: convert a published-layout checkpoint, then explain and localize a video."""
+"""The command line: convert a published-layout checkpoint, then explain and localize a video.
+
+Its usage errors (no --video, no weights, misspelt keys) are tested in one process by
+tests/test_reliability.py.
+"""
 import json
 import os
 import subprocess
@@ -60,15 +64,3 @@ def test_convert_then_explain_a_video_file(tmp_path):
   assert len(json.load(open(os.path.join(out, 'localization.json')))['frames']) == 21
   assert video_io.read_video(os.path.join(out, 'overlay.avi')).shape == (21, 48, 64, 3)
 
-
-def test_missing_arguments_are_usage_errors(tmp_path):
-  done = _main(*TINY, f'--workdir={tmp_path}', '--mode=explain')
-  assert done.returncode != 0 and '--video' in done.stderr
-  done = _main(*TINY, f'--workdir={tmp_path}', '--mode=localize')
-  assert done.returncode != 0 and '--mode=localize needs --video' in done.stderr
-  done = _main(*TINY, f'--workdir={tmp_path}', '--mode=explain', f'--video={tmp_path}/none.avi')
-  assert done.returncode != 0 and 'No weights' in done.stderr
-  done = _main(*TINY, f'--workdir={tmp_path}', '--mode=loc_eval')
-  assert done.returncode != 0 and 'No weights' in done.stderr
-  done = _main(*TINY, f'--workdir={tmp_path}', '--config.train.learning_rat=1')
-  assert done.returncode != 0 and 'learning_rat' in done.stderr

@@ -582,6 +582,11 @@ def test_command_line_errors_print_one_message_and_debug_shows_the_traceback(tmp
                        r"key 'num_frame'. Did you mean \"num_frames\""),
       'misplaced flag': (base + ['--mode=train', f'--checkpoint={work}'],
                          r'Error: --checkpoint is for --mode=explain.*init_checkpoint'),
+      'explain without a video': (base + ['--mode=explain'], r'--mode=explain needs --video=PATH'),
+      'localize without a video': (base + ['--mode=localize'],
+                                   r'--mode=localize needs --video=PATH'),
+      'loc_eval without weights': (['--config=tiny', f'--workdir={tmp_path / "empty"}',
+                                    '--mode=loc_eval'], r'(?s)Error: No weights found'),
   }
   runs = [argv for argv, _ in cases.values()] + [
       ['--config=tiny', f'--workdir={tmp_path / "empty"}', '--mode=eval', '--debug']]

@@ -137,6 +137,8 @@ def test_random_bad_config_values_name_the_key():
     ('explain.method', 'gradcam++', r"config.explain.method 'gradcam\+\+'; choose one of"),
     ('explain.layers', 'layer9', r"config.explain.layers='layer9': Unknown layers"),
     ('explain.aggregate', 'median', r'config.explain.aggregate'),
+    ('explain.upsampling', 'nearest',
+     r"config.explain.upsampling 'nearest'; choose one of \('half_pixel', 'receptive_field'\)"),
     ('explain.batch_size', 0, r'config.explain.batch_size=0: must be >= 1'),
     ('localize.threshold', 1.5, r'config.localize.threshold=1.5: must be .* <= 1'),
     ('localize.relative_to', 'video', r'config.localize.relative_to'),

@@ -6,19 +6,16 @@ tapped activation (`jax.grad`, no second forward pass). Each layer's map is
 up-sampled to the clip's T x H x W, normalised to [0, 1] and aggregated into
 the global-local attention. Default map (`gradcam`, Selvaraju et al.):
 w_k = mean over (t, h, w) of d(score)/dA_k, map = ReLU(sum_k w_k A_k),
-trilinear up-sampling with half-pixel centres (PyTorch's
-`interpolate(mode='trilinear', align_corners=False)`), min-max normalisation
+trilinear up-sampling (`half_pixel`, PyTorch's `interpolate(mode='trilinear',
+align_corners=False)`, or `receptive_field`), min-max normalisation
 per clip (a constant map becomes zeros). Details: docs/design.md sections 1, 3.
 
-References:
+The per-layer formulas and their references are in `cam_methods` and
+`masked_cams`, the up-sampling in `upsampling`.
+
+Reference:
   Yudistira, Kavitha, Kurita. "Weakly-Supervised Action Localization and Action
     Recognition using Global-Local Attention of 3D CNN", IJCV 2022.
-  Selvaraju et al. "Grad-CAM: Visual Explanations from Deep Networks via
-    Gradient-based Localization", ICCV 2017.
-  Chattopadhay et al. "Grad-CAM++: Improved Visual Explanations for Deep
-    Convolutional Networks", WACV 2018.
-  Jiang et al. "LayerCAM: Exploring Hierarchical Class Activation Maps for
-    Localization", IEEE TIP 2021.
 """
 import functools
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -26,17 +23,15 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gla_jax import models
-
-METHODS = ('gradcam', 'gradcam_pp', 'layercam', 'elementwise')
-POOLINGS = ('global', 'time')
+from gla_jax.explain.cam_methods import (MASKED_METHODS, METHODS, POOLINGS, canonical_method,
+                                         layer_map)
+from gla_jax.explain.masked_cams import masked_cam
+from gla_jax.explain.upsampling import UPSAMPLINGS, upsample
 AGGREGATES = ('mean', 'max', 'product', 'sum')
 NORMALIZATIONS = ('minmax', 'tanh')
 LAYER_SETS = ('stages', 'blocks')
-
-_EPS = 1e-7
 
 
 @flax.struct.dataclass
@@ -64,76 +59,6 @@ class Explanation:
   has_signal: jax.Array
   gate_maps: Dict[str, jax.Array] = flax.struct.field(default_factory=dict)
   layer_names: Tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
-
-
-# ----------------------------------------------------------------------------
-# Per-layer maps (pure functions of activations and gradients).
-# ----------------------------------------------------------------------------
-
-def layer_map(activation: jax.Array, gradient: jax.Array, method: str = 'gradcam',
-              pooling: str = 'global') -> jax.Array:
-  """Class activation map of one layer at its own resolution.
-
-  Args:
-    activation: A, [B, t, h, w, C].
-    gradient: d(score)/dA, same shape.
-    method: `gradcam` (w_k = mean of gradients; ReLU(sum_k w_k A_k)),
-      `gradcam_pp` (Grad-CAM++ weights, exponential-score closed form),
-      `layercam` (ReLU(sum_k ReLU(g_k) * A_k), per position), or
-      `elementwise` (ReLU(sum_k g_k * A_k), per position).
-    pooling: where channel weights are pooled for `gradcam`/`gradcam_pp`:
-      `global` over (t, h, w), `time` over (h, w) per time slice (as
-      mmaction2 and SlowFast do).
-
-  Returns:
-    [B, t, h, w] float32, non-negative.
-  """
-  a = activation.astype(jnp.float32)
-  g = gradient.astype(jnp.float32)
-  axes = (1, 2, 3) if pooling == 'global' else (2, 3)
-  if method == 'gradcam':
-    weights = jnp.mean(g, axis=axes, keepdims=True)               # [B, 1|t, 1, 1, C]
-    cam = jnp.sum(weights * a, axis=-1)
-  elif method == 'gradcam_pp':
-    # alpha = g^2 / (2 g^2 + sum(A) g^3) (Chattopadhay et al., eq. 19), zero where g = 0.
-    g2, g3 = g * g, g * g * g
-    sum_a = jnp.sum(a, axis=axes, keepdims=True)
-    alpha = g2 / (2 * g2 + sum_a * g3 + _EPS)
-    alpha = jnp.where(g != 0, alpha, 0.0)
-    weights = jnp.sum(alpha * jax.nn.relu(g), axis=axes, keepdims=True)
-    cam = jnp.sum(weights * a, axis=-1)
-  elif method == 'layercam':
-    cam = jnp.sum(jax.nn.relu(g) * a, axis=-1)
-  elif method == 'elementwise':
-    cam = jnp.sum(g * a, axis=-1)
-  else:
-    raise ValueError(f'Unknown method {method!r}; choose one of {METHODS}.')
-  return jax.nn.relu(cam)
-
-
-def _interpolation_matrix(in_size: int, out_size: int) -> np.ndarray:
-  """[out, in] weights of 1-D linear interpolation with half-pixel centres.
-
-  Exactly PyTorch's `align_corners=False` rule: src = (dst + 0.5) * in / out - 0.5,
-  clamped at 0, neighbours clamped at the last index.
-  """
-  scale = in_size / out_size
-  src = np.maximum((np.arange(out_size) + 0.5) * scale - 0.5, 0.0)
-  lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-  hi = np.minimum(lo + 1, in_size - 1)
-  frac = src - lo
-  matrix = np.zeros((out_size, in_size), np.float32)
-  np.add.at(matrix, (np.arange(out_size), lo), 1.0 - frac)
-  np.add.at(matrix, (np.arange(out_size), hi), frac)
-  return matrix
-
-
-def upsample(maps: jax.Array, size: Sequence[int]) -> jax.Array:
-  """Trilinear resize of [B, t, h, w] maps to [B, *size] (separable, half-pixel centres)."""
-  mt, mh, mw = (jnp.asarray(_interpolation_matrix(i, o)) for i, o in zip(maps.shape[1:], size))
-  maps = jnp.einsum('bthw,Tt->bThw', maps, mt)
-  maps = jnp.einsum('bThw,Hh->bTHw', maps, mh)
-  return jnp.einsum('bTHw,Ww->bTHW', maps, mw)
 
 
 def minmax(maps: jax.Array) -> jax.Array:
@@ -207,10 +132,12 @@ def resolve_layers(model: models.ResNeXt3D, layers: Union[str, Sequence[str]]) -
   return layers
 
 
-def _check_options(method, pooling, aggregate, normalization, layers, weights):
+def _check_options(method, pooling, aggregate, normalization, layers, weights,
+                   upsampling='half_pixel'):
   for value, choices, what in ((method, METHODS, 'method'), (pooling, POOLINGS, 'pooling'),
                                (aggregate, AGGREGATES, 'aggregate'),
-                               (normalization, NORMALIZATIONS, 'normalization')):
+                               (normalization, NORMALIZATIONS, 'normalization'),
+                               (upsampling, UPSAMPLINGS, 'upsampling')):
     if value not in choices:
       raise ValueError(f'Unknown {what} {value!r}; choose one of {choices}.')
   if weights is not None and len(weights) != len(layers):
@@ -256,25 +183,41 @@ def tap_gradients(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax
 def make_explainer(model: models.ResNeXt3D, method: str = 'gradcam',
                    layers: Union[str, Tuple[str, ...]] = 'stages', aggregate: str = 'mean',
                    pooling: str = 'global', normalization: str = 'minmax',
-                   weights: Optional[Tuple[float, ...]] = None):
+                   weights: Optional[Tuple[float, ...]] = None,
+                   upsampling: str = 'half_pixel', chunk_size: int = 32):
   """The jitted `(variables, video, target) -> Explanation` for one set of options.
 
   Cached, so repeated calls with the same options and shapes compile once.
-  `target` is a [B] int array or None (the argmax class).
+  `target` is a [B] int array or None (the argmax class). `chunk_size`: channels
+  per batched forward of the masked methods (`masked_cams.masked_cam`).
   """
+  method = canonical_method(method)
+  if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    raise ValueError(f'chunk_size={chunk_size!r}: give a positive integer, the channels per '
+                     'batched forward pass of scorecam/ablationcam (config.explain.chunk_size).')
   layers = resolve_layers(model, layers)
-  _check_options(method, pooling, aggregate, normalization, layers, weights)
+  _check_options(method, pooling, aggregate, normalization, layers, weights, upsampling)
+  strides = models.tap_strides(model)
 
   def explain_fn(variables, video, target):
     logits, chosen, acts, grads = tap_gradients(model, variables, video, target)
     size = video.shape[1:4]
-    raw = [upsample(layer_map(acts[name], grads[name], method, pooling), size)
+
+    def resize(maps, name):
+      """Maps [B, t, h, w] of the tap (or gate) `name` at the clip's T x H x W."""
+      tap = name[len('gate_'):] if name.startswith('gate_') else name   # A gate: its stage's.
+      return upsample(maps, size, upsampling, strides[tap])
+
+    raw = [resize(masked_cam(model, variables, video, chosen, acts[name], name, method,
+                             lambda m: resize(m, name), chunk_size)
+                  if method in MASKED_METHODS
+                  else layer_map(acts[name], grads[name], method, pooling), name)
            for name in layers]
     has_signal = functools.reduce(
         jnp.logical_or, [jnp.max(m, axis=(1, 2, 3)) > jnp.min(m, axis=(1, 2, 3)) for m in raw])
     maps = [normalize(m, normalization) for m in raw]
     attention = aggregate_maps(jnp.stack(maps), aggregate, weights)
-    gate_maps = {name[len('gate_'):]: minmax(upsample(value, size))
+    gate_maps = {name[len('gate_'):]: minmax(resize(value, name))
                  for name, value in acts.items() if name.startswith('gate_')}
     return Explanation(attention=attention, layer_maps=dict(zip(layers, maps)),
                        logits=logits, target=chosen, has_signal=has_signal,
@@ -287,7 +230,8 @@ def explain(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax.Array
             method: str = 'gradcam', layers: Union[str, Sequence[str]] = 'stages',
             aggregate: str = 'mean', target: Optional[Any] = None, pooling: str = 'global',
             normalization: str = 'minmax',
-            weights: Optional[Sequence[float]] = None) -> Explanation:
+            weights: Optional[Sequence[float]] = None,
+            upsampling: str = 'half_pixel', chunk_size: int = 32) -> Explanation:
   """Explains a batch of clips with the global-local attention.
 
   Args:
@@ -296,7 +240,8 @@ def explain(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax.Array
     video: [B, T, H, W, 3] float32 clips, normalised as the model expects. A
       batch sharded over a mesh (`parallel.shard_batch`) is explained data
       parallel with the same result.
-    method: per-layer map, one of `METHODS` (see `layer_map`).
+    method: per-layer map, one of `METHODS` or an alias (`METHOD_ALIASES`); see
+      `layer_map`, and `masked_cams` for `scorecam` / `ablationcam`.
     layers: `stages` (conv1, layer1..layer4), `blocks` (conv1 and every block)
       or a list of tap names (`models.tap_names`).
     aggregate: `mean` | `max` | `product` | `sum` (see `aggregate_maps`).
@@ -304,6 +249,11 @@ def explain(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax.Array
     pooling: `global` or per-`time`-slice channel weights.
     normalization: `minmax` or LayerCAM's `tanh` scaling per layer.
     weights: optional per-layer weights for `aggregate='mean'`.
+    upsampling: how a layer's cells are placed on the clip's voxels, one of
+      `UPSAMPLINGS`: `half_pixel` (PyTorch's rule) or `receptive_field` (cell
+      i at s * i, `models.tap_strides`); see `upsample`.
+    chunk_size: channels per batched forward pass of `scorecam` and
+      `ablationcam` (each runs B * chunk_size clips; see `masked_cams`).
 
   Returns:
     An `Explanation`.
@@ -313,17 +263,13 @@ def explain(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax.Array
       empty axis), or variables that do not fit `model`; TypeError: clips that
       are not floating point (raw uint8 frames). Each message says the fix.
   """
-  video = jnp.asarray(video) if not isinstance(video, jax.Array) else video
-  check_clips(video)
-  missing = [c for c in ('params', 'batch_stats') if c not in variables]
-  if missing:
-    raise ValueError(f'variables lack {missing}: pass the {{"params", "batch_stats"}} dict of '
-                     'a checkpoint (weights.for_config(...).variables or TrainState.variables).')
+  video = checked_inputs(video, variables)
   if target is not None:
     target = jnp.asarray(target, jnp.int32).reshape(video.shape[0])
   layers = layers if isinstance(layers, str) else tuple(layers)
   weights = None if weights is None else tuple(float(w) for w in weights)
-  fn = make_explainer(model, method, layers, aggregate, pooling, normalization, weights)
+  fn = make_explainer(model, canonical_method(method), layers, aggregate, pooling, normalization,
+                      weights, upsampling, chunk_size)
   try:
     return fn(variables, video, target)
   except flax.errors.FlaxError as error:
@@ -333,6 +279,17 @@ def explain(model: models.ResNeXt3D, variables: Dict[str, Any], video: jax.Array
         f'{model.num_classes}): {str(error).splitlines()[0]} Load the weights written for this '
         'model, or set config.model (preset, num_classes, gated) to the checkpoint\'s.'
     ) from error
+
+
+def checked_inputs(video: Any, variables: Dict[str, Any]) -> jax.Array:
+  """`video` as a jax.Array once `check_clips` passes and `variables` has params and batch_stats."""
+  video = jnp.asarray(video) if not isinstance(video, jax.Array) else video
+  check_clips(video)
+  missing = [c for c in ('params', 'batch_stats') if c not in variables]
+  if missing:
+    raise ValueError(f'variables lack {missing}: pass the {{"params", "batch_stats"}} dict of '
+                     'a checkpoint (weights.for_config(...).variables or TrainState.variables).')
+  return video
 
 
 def check_clips(video: Any) -> None:

@@ -1,14 +1,15 @@
 """Which attention localizes best: every method on the same clips, against ground truth.
 
-The methods (`method_names`), all explaining the model's predicted class (the
-paper's rule): last-layer Grad-CAM (the baseline), Grad-CAM of each other
-stage, the global-local aggregations of all stages (mean, max, product),
-LayerCAM and Grad-CAM++ of all stages, and a gated model's attention gates.
-They all come from one forward and backward pass per batch, each map exactly
-as `explain.explain` makes it. `compare` chooses each method's box threshold
-on the clips of held-out videos and reports those of the other videos (Choe
-et al. 2020), with deletion/insertion curves (RISE); the protocol is in docs/design.md section 8.
-Writing the table, JSON and pictures is `gla_jax.outputs.comparison_report`.
+The methods and their maps are `gla_jax.explain.compared_methods` (re-exported
+here): last-layer Grad-CAM (the baseline), Grad-CAM of each other stage, the
+global-local aggregations, the other gradient methods of all stages, the masked
+methods of the last layer and a gated model's gates, each once per up-sampling
+of `config.localize.upsamplings`, all explaining the model's predicted class
+(the paper's rule). `compare` chooses each method's box threshold on the clips
+of held-out videos and reports those of the other videos (Choe et al. 2020),
+with deletion/insertion curves (RISE); the protocol is in docs/design.md
+section 8. Writing the table, JSON and pictures is
+`gla_jax.outputs.comparison_report`.
 
 References:
   Yudistira, Kavitha, Kurita. "Weakly-Supervised Action Localization and Action
@@ -17,8 +18,6 @@ References:
     CVPR 2020 (thresholds chosen on held-out data).
   Petsiuk, Das, Saenko. "RISE: Randomized Input Sampling for Explanation of
     Black-box Models", BMVC 2018 (deletion and insertion).
-  Jiang et al. "LayerCAM", IEEE TIP 2021; Chattopadhay et al. "Grad-CAM++",
-    WACV 2018.
 """
 import functools
 import math
@@ -33,11 +32,10 @@ from gla_jax import models
 from gla_jax.explain import attention
 from gla_jax.explain import loc_metrics
 from gla_jax.explain import perturbation
-from gla_jax.models import input_normalization
+from gla_jax.explain.compared_methods import (BASELINE, GLOBAL_LOCAL, describe,
+                                              method_maps, method_names, split_name,
+                                              upsampling_order, upsampling_suffix)
 
-BASELINE = f'gradcam:{models.STAGE_NAMES[-1]}'
-AGGREGATIONS = ('mean', 'max', 'product')
-GLOBAL_LOCAL = tuple(f'global-local:{how}' for how in AGGREGATIONS)
 # Differences smaller than this (half the last printed digit) count as ties.
 _TIE = 5e-4
 
@@ -61,102 +59,17 @@ def _bar(progress: Progress, **kwargs) -> Any:
   return _NoBar() if progress is None else progress(**kwargs)
 
 
-def method_names(model: models.ResNeXt3D) -> Tuple[str, ...]:
-  """The compared methods of `model`, in table order (the baseline first)."""
-  layers = models.stage_layer_names(model)                       # global (deep) first
-  names = [f'gradcam:{layer}' for layer in layers]
-  names += [*GLOBAL_LOCAL, 'layercam:mean', 'gradcam_pp:mean']
-  if model.gated:
-    names += [f'gate:{stage}' for stage in _gate_stages(model)] + ['gate:mean']
-  return tuple(names)
+def own_upsampling(config: ml_collections.ConfigDict) -> str:
+  """`config.explain.upsampling`: the up-sampling whose method names carry no suffix."""
+  return str(config.explain.get('upsampling', attention.UPSAMPLINGS[0]))
 
 
-def describe(name: str) -> str:
-  """One line saying what a method of `method_names` is."""
-  kind, _, detail = name.partition(':')
-  if name == BASELINE:
-    return 'Grad-CAM of the last layer only (global)'
-  return {
-      'gradcam': f'Grad-CAM of {detail} alone',
-      'global-local': f'Grad-CAM of every stage, {detail} (global-local)',
-      'layercam': f'LayerCAM of every stage, {detail}',
-      'gradcam_pp': f'Grad-CAM++ of every stage, {detail}',
-      'gate': 'mean of the attention gates' if detail == 'mean' else f'attention gate of {detail}',
-  }[kind]
-
-
-def _gate_stages(model: models.ResNeXt3D) -> Tuple[str, ...]:
-  """A gated model's gated stages, global first as the layers."""
-  return tuple(s for s in models.stage_layer_names(model) if model.gated and s in model.gate_stages)
-
-
-# ----------------------------------------------------------------------------
-# The maps of every method, and the classifier's probability.
-# ----------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=8)
-def _compiled_method_maps(model: models.ResNeXt3D, pooling: str, normalization: str,
-                          mean: Tuple[float, ...], std: Tuple[float, ...]):
-  """The jitted `(variables, uint8 video) -> (maps, logits, target)` of `method_maps`."""
-  # layer_map would take any other pooling for 'time'; normalize checks its own option.
-  if pooling not in attention.POOLINGS:
-    raise ValueError(f'Unknown pooling {pooling!r} (config.explain.pooling); choose one of '
-                     f'{attention.POOLINGS}.')
-  layers = models.stage_layer_names(model)
-  gate_stages = _gate_stages(model)
-
-  def method_maps_fn(variables, video):
-    video = models.normalize_video(video, mean, std)
-    logits, target, activations, gradients = attention.tap_gradients(model, variables, video)
-    size = video.shape[1:4]
-
-    def stage_maps(method):
-      # Each stage's map exactly as explain.explain makes it, for one method.
-      return jnp.stack([
-          attention.normalize(attention.upsample(attention.layer_map(
-              activations[name], gradients[name], method, pooling), size), normalization)
-          for name in layers])                                        # [L, B, T, H, W]
-
-    gradcam = stage_maps('gradcam')
-    maps = {f'gradcam:{name}': layer_map for name, layer_map in zip(layers, gradcam)}
-    maps.update({f'global-local:{how}': attention.aggregate_maps(gradcam, how)
-                 for how in AGGREGATIONS})
-    maps['layercam:mean'] = attention.aggregate_maps(stage_maps('layercam'), 'mean')
-    maps['gradcam_pp:mean'] = attention.aggregate_maps(stage_maps('gradcam_pp'), 'mean')
-    if gate_stages:
-      # The gates' own maps, as Explanation.gate_maps has them.
-      gates = jnp.stack([
-          attention.minmax(attention.upsample(activations[f'gate_{stage}'], size))
-          for stage in gate_stages])
-      maps.update({f'gate:{stage}': gate for stage, gate in zip(gate_stages, gates)})
-      maps['gate:mean'] = attention.aggregate_maps(gates, 'mean')
-    return maps, logits, target
-
-  return jax.jit(method_maps_fn)
-
-
-def method_maps(model: models.ResNeXt3D, variables: Dict[str, Any], video: Any,
-                mean: Sequence[float], std: Sequence[float], pooling: str = 'global',
-                normalization: str = 'minmax'
-                ) -> Tuple[Dict[str, jax.Array], jax.Array, jax.Array]:
-  """Every method's maps of a batch of clips, from one forward and backward pass.
-
-  Args:
-    model: a `models.ResNeXt3D`.
-    variables: `{'params', 'batch_stats'}`.
-    video: uint8 [B, T, H, W, 3] clips (the loader's), normalised on the device
-      with `mean` and `std` (`config.data`).
-    pooling, normalization: `explain.explain`'s per-layer options.
-
-  Returns:
-    ({method (see `method_names`): [B, T, H, W] in [0, 1]}, logits [B, K],
-    explained (argmax) class [B]). Compiled once per model, options and shape.
-  """
-  video = jnp.asarray(video)
-  attention.check_clips(jax.ShapeDtypeStruct(video.shape, jnp.float32))   # Shape messages.
-  input_normalization.check_uint8_clips(video, 'method_maps')
-  constants = tuple(map(float, mean)), tuple(map(float, std))
-  return _compiled_method_maps(model, pooling, normalization, *constants)(variables, video)
+def compared_names(config: ml_collections.ConfigDict, model: models.ResNeXt3D
+                   ) -> Tuple[str, ...]:
+  """The table's methods: `config.localize.methods` x `config.localize.upsamplings`."""
+  settings = config.localize
+  return method_names(model, tuple(settings.methods), tuple(settings.upsamplings),
+                      own_upsampling(config))
 
 
 @functools.lru_cache(maxsize=8)
@@ -187,8 +100,10 @@ def target_probability(model: models.ResNeXt3D, variables: Dict[str, Any],
 def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
                   batches: Iterable[Mapping[str, Any]], wanted: int, batch_size: int,
                   mean: Sequence[float], std: Sequence[float], pooling: str = 'global',
-                  normalization: str = 'minmax', progress: Progress = None) -> Dict[str, Any]:
-  """Every method's maps of the first `wanted` clips (rows with `mask` True) of `batches`.
+                  normalization: str = 'minmax', progress: Progress = None,
+                  names: Optional[Sequence[str]] = None, own: str = 'half_pixel',
+                  chunk_size: int = 32) -> Dict[str, Any]:
+  """The maps of methods `names` of the first `wanted` clips (rows with `mask` True) of `batches`.
 
   Args:
     model, variables: the network and its `{'params', 'batch_stats'}`.
@@ -201,6 +116,9 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
     mean, std: `config.data`'s, normalising the uint8 clips on the device.
     pooling, normalization: `explain.explain`'s per-layer options.
     progress: a progress-bar factory (see `Progress`).
+    names, own, chunk_size: `method_maps`'s `names`, `own_upsampling` and
+      `chunk_size` (`compared_names(config, model)`, `own_upsampling(config)`,
+      `config.explain.chunk_size`).
 
   Returns:
     {'video' uint8 [N, T, S, S, 3], 'boxes' [N, T, 4], 'present' [N, T],
@@ -214,7 +132,8 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
   try:
     for batch in batches:
       maps, logits, target = method_maps(model, variables, batch['video'], mean, std, pooling,
-                                         normalization)
+                                         normalization, names=names, own_upsampling=own,
+                                         chunk_size=chunk_size)
       rows = np.flatnonzero(np.asarray(batch['mask'], bool))[:wanted - collected]
       probability = np.asarray(jax.nn.softmax(logits, axis=-1))
       target = np.asarray(target)
@@ -311,20 +230,24 @@ def _best_held_out(entry: Dict[str, Any]) -> float:
   return max(accuracies) if accuracies else -math.inf
 
 
-def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float) -> Tuple[str, str]:
+def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float,
+            suffix: str = '') -> Tuple[str, str]:
   """The best global-local fusion and a paragraph comparing it with last-layer Grad-CAM.
 
   The fusion is the one with the best localization accuracy on the held-out
   clips (the first of `AGGREGATIONS` on ties); the comparison is on the
   reported clips, metric by metric, and every number in it comes from
   `methods` (`compare`'s entries: threshold_sweep's and 'constant_maps').
+  `suffix` ('' or '@<upsampling>', see `upsampling_suffix`) picks the
+  fusions and the baseline of one up-sampling.
 
   Returns:
     (method name, paragraph).
   """
-  candidates = [name for name in GLOBAL_LOCAL if name in methods]
+  candidates = [name + suffix for name in GLOBAL_LOCAL if name + suffix in methods]
+  baseline = BASELINE + suffix
   best = max(candidates, key=lambda name: _best_held_out(methods[name]))
-  ours, theirs = methods[best]['summary'], methods[BASELINE]['summary']
+  ours, theirs = methods[best]['summary'], methods[baseline]['summary']
   better, worse, tied, missing = [], [], [], []
   primary = None
   for key, title, higher in metric_columns(iou_threshold):
@@ -338,11 +261,12 @@ def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float) -> Tuple[s
       primary = (gain, text)
     else:
       (tied if abs(a - b) < _TIE else better if gain > 0 else worse).append(text)
-  how = best.partition(':')[2]
+  how = best.partition('@')[0].partition(':')[2]
+  opening = f'With `{suffix[1:]}` up-sampling, the best' if suffix else 'The best'
   sentences = [
-      f'The best global-local aggregation on the held-out clips is the {how} of the stage maps '
+      f'{opening} global-local aggregation on the held-out clips is the {how} of the stage maps '
       f'(`{best}`, box threshold {methods[best]["threshold"]:g}; last-layer Grad-CAM '
-      f'`{BASELINE}`: {methods[BASELINE]["threshold"]:g}).']
+      f'`{baseline}`: {methods[baseline]["threshold"]:g}).']
   if primary is None:
     sentences.append('Localization accuracy is undefined (no reported frame has a ground-truth '
                      'box), so neither beats the other on it.')
@@ -358,7 +282,7 @@ def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float) -> Tuple[s
     sentences.append('On the other metrics it is ' + ', '.join(details) + '.')
   if missing:
     sentences.append(f'Not measured: {", ".join(missing)}.')
-  for name, who in ((BASELINE, 'Last-layer Grad-CAM'), (best, 'The global-local map')):
+  for name, who in ((baseline, 'Last-layer Grad-CAM'), (best, 'The global-local map')):
     constant = methods[name].get('constant_maps', 0.0)
     if constant > 0:
       sentences.append(f'{who} is constant, so it gives no box, on {constant:.0%} of the clips '
@@ -366,6 +290,34 @@ def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float) -> Tuple[s
   sentences.append(f'({ours["num_clips"]} reported clips, {ours["num_present_frames"]} frames '
                    'with a ground-truth box.)')
   return best, ' '.join(sentences)
+
+
+def upsampling_sentence(methods: Dict[str, Dict[str, Any]], iou_threshold: float, own: str,
+                        other: str) -> str:
+  """Which of two up-samplings localizes better, over the methods computed with both.
+
+  Every method `m` of the `own` up-sampling is paired with `m@<other>`; the
+  sentence gives their mean reported localization accuracy and how many
+  methods each up-sampling wins (pairs with an undefined accuracy are left out).
+  """
+  key = f'loc_acc@{iou_threshold:g}'
+  pairs = [(methods[name]['summary'][key], methods[name + '@' + other]['summary'][key])
+           for name in methods if '@' not in name and name + '@' + other in methods]
+  pairs = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
+  if not pairs:
+    return (f'Up-sampling: `{own}` and `{other}` are not compared (no method has a '
+            'localization accuracy with both).')
+  ours, theirs = (float(np.mean(side)) for side in zip(*pairs))
+  wins = sum(b - a >= _TIE for a, b in pairs)
+  losses = sum(a - b >= _TIE for a, b in pairs)
+  if abs(theirs - ours) < _TIE:
+    lead = f'`{other}` and `{own}` up-sampling localize equally well'
+  else:
+    lead = (f'`{other}` up-sampling localizes {"better" if theirs > ours else "worse"} than '
+            f'`{own}`')
+  return (f'Up-sampling: {lead}: mean loc acc@{iou_threshold:g} over the {len(pairs)} methods '
+          f'{theirs:.3f} vs {ours:.3f} ({theirs - ours:+.3f}); `{other}` is better for {wins} '
+          f'of them, worse for {losses}.')
 
 
 # ----------------------------------------------------------------------------
@@ -389,14 +341,21 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     'held_out_loc_acc' {threshold: accuracy}, 'summary'
     (`loc_metrics.summarize` of the reported clips: loc_acc@<iou>, mean_iou,
     temporal_iou, pointing_game, deletion_auc, insertion_auc, num_clips,
-    num_present_frames; NaN where undefined)}},
-    'order', 'baseline', 'best_global_local', 'verdict', 'split',
+    num_present_frames; NaN where undefined)},
+    plus 'method' (the registry name) and 'upsampling' of each},
+    'order', 'baseline', 'best_global_local' (of the own up-sampling),
+    'best_global_local_by_upsampling' {upsampling: method}, 'upsamplings'
+    (the compared ones, the own first), 'own_upsampling' (`explain.upsampling`:
+    its names have no '@' suffix), 'verdict' (a paragraph per up-sampling and,
+    with several, a sentence on which localizes better), 'split',
     'num_clips', 'held_out_clips', 'reported_clips' (indices into the
     evaluated clips), 'curve_clips', 'clip_accuracy', 'clips' (video index,
     label, explained class, part), 'settings'}.
   """
   settings = config.localize
-  order = method_names(model)
+  order = compared_names(config, model)
+  own = own_upsampling(config)
+  upsamplings = upsampling_order(tuple(settings.upsamplings), own)
   num_clips = len(clips['label'])
   held_out, reported = split_clips(clips['video_index'], float(settings.held_out_fraction),
                                    int(settings.seed))
@@ -429,22 +388,32 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     # A constant map (all zeros after min-max) gives no box: say how often, e.g. layer4
     # has a single position on small clips.
     constant = maps.max(axis=(1, 2, 3)) <= maps.min(axis=(1, 2, 3))
-    methods[name] = dict(description=describe(name), constant_maps=float(constant.mean()),
-                         **entry)
+    method, upsampling = split_name(name, own)
+    methods[name] = dict(description=describe(name), method=method, upsampling=upsampling,
+                         constant_maps=float(constant.mean()), **entry)
     bar.update(1)
   bar.close()
-  best, text = verdict(methods, iou_threshold)
+  paragraphs, best_by_upsampling = [], {}
+  for upsampling in upsamplings:
+    best_by_upsampling[upsampling], text = verdict(methods, iou_threshold,
+                                                   upsampling_suffix(upsampling, own))
+    paragraphs.append(text)
+  paragraphs += [upsampling_sentence(methods, iou_threshold, own, other)
+                 for other in upsamplings[1:]]
 
   parts = np.full(num_clips, 'reported', object)
   parts[held_out] = 'held_out'
   result = dict(
-      methods=methods, order=list(order), baseline=BASELINE, best_global_local=best,
-      verdict=text, split=config.eval.split, num_clips=num_clips,
+      methods=methods, order=list(order), baseline=BASELINE,
+      best_global_local=best_by_upsampling[own],
+      best_global_local_by_upsampling=best_by_upsampling, upsamplings=list(upsamplings),
+      own_upsampling=own, verdict=' '.join(paragraphs), split=config.eval.split,
+      num_clips=num_clips,
       held_out_clips=held_out.tolist(), reported_clips=reported.tolist(),
       curve_clips=curve_count,
       clip_accuracy=float(np.mean(clips['target'] == clips['label'])),
       clips=[dict(video_index=int(clips['video_index'][k]), label=int(clips['label'][k]),
                   target=int(clips['target'][k]), part=str(parts[k])) for k in range(num_clips)],
       settings=dict(settings.to_dict(), pooling=config.explain.pooling,
-                    normalization=config.explain.normalization))
+                    normalization=config.explain.normalization, upsampling=own))
   return result

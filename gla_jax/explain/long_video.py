@@ -132,7 +132,9 @@ def explain_clips(model: models.ResNeXt3D, variables: Dict[str, Any], clips: np.
                                method=explain_config.method, layers=layers,
                                aggregate=explain_config.aggregate, target=targets,
                                pooling=explain_config.pooling,
-                               normalization=explain_config.normalization)
+                               normalization=explain_config.normalization,
+                               upsampling=explain_config.upsampling,
+                               chunk_size=int(explain_config.chunk_size))
     pieces = dict(attention=result.attention, logits=result.logits, target=result.target,
                   has_signal=result.has_signal,
                   **{f'layer/{name}': result.layer_maps[name] for name in result.layer_names},

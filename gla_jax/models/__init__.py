@@ -10,4 +10,4 @@ from gla_jax.models.resnext import (BN_EPSILON, BN_MOMENTUM, PRESETS, STAGE_NAME
                                     ResNeXt3D50, ResNeXt3D101, ResNeXt3D152, ResNeXt3DTiny,
                                     block_layer_names, check_stem_kernel,
                                     check_temporal_strides, create, init_variables, module_stage,
-                                    stage_layer_names, tap_names)
+                                    stage_layer_names, tap_names, tap_strides)

@@ -36,6 +36,8 @@ Dtype = Any
 
 STAGE_NAMES = ('layer1', 'layer2', 'layer3', 'layer4')
 STAGE_STRIDES = (1, 2, 2, 2)   # of each stage's first block, in every axis (Hara)
+STEM_STRIDES = (1, 2, 2)       # (T, H, W) of conv1: Hara keeps every frame
+POOL_STRIDES = (2, 2, 2)       # of the max pool after conv1
 BN_MOMENTUM = 0.9    # PyTorch's momentum 0.1.
 BN_EPSILON = 1e-5
 
@@ -176,7 +178,7 @@ class ResNeXt3D(nn.Module):
       raise ValueError(f'Expected clips [B, T, H, W, 3], got shape {x.shape}.')
     check_stem_kernel(self.stem_kernel)
     check_temporal_strides(self.temporal_strides, len(self.stage_sizes))
-    x = Conv3D(self.stem_width, tuple(self.stem_kernel), (1, 2, 2),
+    x = Conv3D(self.stem_width, tuple(self.stem_kernel), STEM_STRIDES,
                tuple(k // 2 for k in self.stem_kernel), dtype=self.dtype,
                name='stem_conv')(x)                               # [B, T, H/2, W/2, 64]
     x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
@@ -184,7 +186,7 @@ class ResNeXt3D(nn.Module):
                      name='stem_bn')(x)
     x = self.tap('conv1', nn.relu(x))
     if self.max_pool:
-      x = nn.max_pool(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3)      # [B, T/2, H/4, W/4, 64]
+      x = nn.max_pool(x, (3, 3, 3), POOL_STRIDES, ((1, 1),) * 3)      # [B, T/2, H/4, W/4, 64]
     stage_outputs = {}
     for s, (blocks, planes, stride, time_stride) in enumerate(
         zip(self.stage_sizes, self.widths, STAGE_STRIDES, self.temporal_strides), start=1):
@@ -259,6 +261,28 @@ def block_layer_names(model: ResNeXt3D) -> Tuple[str, ...]:
 def tap_names(model: ResNeXt3D) -> Tuple[str, ...]:
   """Every tapped activation of `model`."""
   return tuple(sorted(set(stage_layer_names(model)) | set(block_layer_names(model))))
+
+
+def tap_strides(model: ResNeXt3D) -> Dict[str, Tuple[int, int, int]]:
+  """{tap: (st, sh, sw)}, the cumulative stride of every tap of `tap_names(model)`.
+
+  Cell i of a tap along an axis of stride s has its receptive field centred on
+  input coordinate s * i: every convolution and the max pool pad k // 2 on
+  each side of an odd kernel. The stem strides space only (`STEM_STRIDES`),
+  the max pool (after the `conv1` tap) every axis by 2, each stage's first block
+  (temporal_strides[s], STAGE_STRIDES[s], STAGE_STRIDES[s]); a stage's blocks
+  and output share its strides, as do the attention gates' maps (`gate_<stage>`).
+  """
+  st, sh, sw = STEM_STRIDES
+  strides = {'conv1': (st, sh, sw)}
+  if model.max_pool:
+    st, sh, sw = (a * b for a, b in zip((st, sh, sw), POOL_STRIDES))
+  for s, (blocks, stride, time_stride) in enumerate(
+      zip(model.stage_sizes, STAGE_STRIDES, model.temporal_strides), start=1):
+    st, sh, sw = st * time_stride, sh * stride, sw * stride
+    for name in (f'layer{s}', *(f'layer{s}.{b}' for b in range(blocks))):
+      strides[name] = (st, sh, sw)
+  return strides
 
 
 def init_variables(model: ResNeXt3D, rng: jax.Array,

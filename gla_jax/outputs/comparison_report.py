@@ -1,16 +1,20 @@
 """The files of the localization comparison: `<workdir>/loc_eval/comparison.{json,md}` and panels.
 
 `comparison.json` holds every number of `explain.comparison.compare` (NaN
-written as null), `comparison.md` the table (best value per column in bold)
-and the verdict, and `clip_<k>.png` every method's map of a reported clip with
-its predicted boxes in white and the ground truth in green. `comparison.png`
-plots each method's held-out accuracy against the box threshold and the
-reported metrics (matplotlib). With `tensorboard_workdir`, the pictures also go
+written as null; besides each method's numbers its 'method' and 'upsampling',
+and the result's 'upsamplings', 'own_upsampling' and
+'best_global_local_by_upsampling'), `comparison.md` the table (one row per
+method and up-sampling, best value per column in bold) and the verdict, and
+`clip_<k>.png` every method's map of a reported clip with its predicted boxes
+in white and the ground truth in green. `comparison.png` plots each method's
+held-out accuracy against the box threshold (dashed: the up-samplings other than
+`explain.upsampling`) and the reported metrics (matplotlib), taller with more
+methods. With `tensorboard_workdir`, the pictures also go
 to `<workdir>/tensorboard` as images (`reports.write_images`).
 """
 import json
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 import numpy as np
@@ -25,7 +29,8 @@ OUTPUT_DIR = 'loc_eval'
 JSON_FILE = 'comparison.json'
 MARKDOWN_FILE = 'comparison.md'
 PLOT_FILE = 'comparison.png'
-PLOT_SIZE = (1300, 560)    # comparison.png: width, height in pixels
+PLOT_SIZE = (1300, 560)    # comparison.png: width, least height in pixels
+_PLOT_ROW = 22             # comparison.png: height per method beyond 10 (bars, legend)
 
 
 def _cell(value: float, best: bool) -> str:
@@ -35,7 +40,11 @@ def _cell(value: float, best: bool) -> str:
 
 
 def markdown(result: Dict[str, Any]) -> str:
-  """`comparison.md`: the setting, the table (best value per column in bold), the verdict."""
+  """`comparison.md`: the setting, the table (best value per column in bold), the verdict.
+
+  Each row names its up-sampling (`compare`'s entries' 'upsampling'; empty
+  for a result without one).
+  """
   methods, iou_threshold = result['methods'], result['settings']['iou_threshold']
   columns = comparison.metric_columns(iou_threshold)
   best_values = {}
@@ -50,19 +59,38 @@ def markdown(result: Dict[str, Any]) -> str:
        f'{len(result["held_out_clips"])} held-out clips, metrics on the other '
        f'{len(result["reported_clips"])}; deletion/insertion on {result["curve_clips"]} of them '
        f'({result["settings"]["deletion_steps"]} steps). Every method explains the predicted '
-       f'class (clip accuracy {result["clip_accuracy"]:.3f}).'),
+       f'class (clip accuracy {result["clip_accuracy"]:.3f}).'
+       + _upsampling_note(result)),
       '',
-      '| method | what | threshold | ' + ' | '.join(title for _, title, _ in columns) + ' |',
-      '|---|---|---|' + '---|' * len(columns),
+      '| method | up-sampling | what | threshold | '
+      + ' | '.join(title for _, title, _ in columns) + ' |',
+      '|---|---|---|---|' + '---|' * len(columns),
   ]
   for name in result['order']:
     entry = methods[name]
     cells = [_cell(entry['summary'][key], entry['summary'][key] == best_values.get(key))
              for key, _, _ in columns]
-    lines.append(f'| `{name}` | {entry["description"]} | {entry["threshold"]:g} | '
-                 + ' | '.join(cells) + ' |')
+    lines.append(f'| `{name}` | {entry.get("upsampling", "")} | {entry["description"]} | '
+                 f'{entry["threshold"]:g} | ' + ' | '.join(cells) + ' |')
   lines += ['', f'**Verdict.** {result["verdict"]}', '']
   return '\n'.join(lines)
+
+
+def _upsampling_note(result: Dict[str, Any]) -> str:
+  """The sentence on the up-samplings, '' for a result of one (or none named)."""
+  upsamplings = result.get('upsamplings', [])
+  if len(upsamplings) < 2:
+    return ''
+  others = ', '.join(f'`{u}`' for u in upsamplings[1:])
+  return (f' Every method is up-sampled to the clip with `{upsamplings[0]}` '
+          f'(config.explain.upsampling; names without suffix) and with {others} '
+          '(names `<method>@<upsampling>`).')
+
+
+def plot_size(count: int) -> Tuple[int, int]:
+  """comparison.png's (width, height) for `count` methods."""
+  width, height = PLOT_SIZE
+  return width, height + _PLOT_ROW * max(count - 10, 0)
 
 
 def _json_ready(value: Any) -> Any:
@@ -95,7 +123,8 @@ def write_pictures(out_dir: str, config: ml_collections.ConfigDict, clips: Dict[
     frames = clips['video'][index]                  # uint8 RGB, as the loader gives them
     rows, boxes = {}, {}
     for name in order:
-      row = name.replace(':', '\n')         # Two short lines fit the panel's label column.
+      # Short lines fit the panel's label column.
+      row = name.replace(':', '\n').replace('@', '\n@')
       rows[row] = clips['maps'][name][index]
       boxes[row] = localize.frame_boxes(rows[row], methods[name]['threshold'],
                                         settings.relative_to, settings.policy)
@@ -121,13 +150,18 @@ def plot(result: Dict[str, Any]) -> np.ndarray:
   """
   methods, order = result['methods'], result['order']
   iou_threshold = result['settings']['iou_threshold']
-  fig, canvas = pictures.plot_figure(PLOT_SIZE)
+  fig, canvas = pictures.plot_figure(plot_size(len(order)))
   sweep, bars = fig.subplots(1, 2)
+  colors = {}                     # One colour per method, one line style per up-sampling.
   for name in order:
     accuracy = methods[name].get('held_out_loc_acc', {})
     thresholds = sorted(float(t) for t in accuracy)
     values = [accuracy.get(t, accuracy.get(str(t))) for t in thresholds]
-    [line] = sweep.plot(thresholds, values, marker='.', label=name)
+    method = name.partition('@')[0]
+    style = dict(color=colors[method]) if method in colors else {}
+    [line] = sweep.plot(thresholds, values, marker='.', label=name,
+                        linestyle='--' if '@' in name else '-', **style)
+    colors.setdefault(method, line.get_color())
     chosen = float(methods[name]['threshold'])
     if chosen in thresholds:
       sweep.plot([chosen], [values[thresholds.index(chosen)]], 'o', color=line.get_color(),

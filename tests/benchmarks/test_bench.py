@@ -115,3 +115,22 @@ def test_step_profile_helpers_on_hand_made_input():
             {'ph': 'X', 'name': 'ThunkExecutor::Execute', 'dur': 99},
             {'ph': 'M', 'name': 'thread_name'}, {'ph': 'X', 'name': 'ynn_fusion', 'dur': 4}]
   assert step_profile.fusion_times(events, calls=2) == {'fusion.1': 20.0, 'ynn_fusion': 2.0}
+
+
+def test_methods_bench_pairs_each_method_with_its_pytorch_peer(tmp_path):
+  """One method of each kind against its peer (captum, a PyTorch Score-CAM, pytorch-grad-cam)."""
+  pytest.importorskip('captum')
+  from benchmarks import methods_bench  # pylint: disable=g-import-not-at-top
+  methods = ('integrated_gradients', 'scorecam:conv1', 'hirescam:layer1')
+  out = tmp_path / 'methods.json'
+  results = methods_bench.main(SMOKE_ARGS + [
+      f'--methods={",".join(methods)}', '--ig_steps=3', '--chunk_size=8', f'--out={out}'])
+  for name in methods:
+    assert _finite_positive(results['jax'][name]['clips_per_s']), name
+    assert _finite_positive(results['jax'][name]['compiled_bytes']['total']), name
+    assert _finite_positive(results['torch'][name]['clips_per_s']), (name, results['torch'][name])
+    assert _finite_positive(results['ratios'][name]), name
+  assert results['memory_budget'] == {'scorecam:conv1': True}
+  assert set(json.loads(out.read_text())['jax']) == set(methods)
+  with pytest.raises(SystemExit):
+    methods_bench.main(SMOKE_ARGS + ['--methods=scorecam'])       # a CAM needs its layer

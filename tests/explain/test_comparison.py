@@ -38,8 +38,8 @@ def test_split_keeps_every_video_on_one_side(seed):
 def test_collect_clips_takes_the_rows_of_the_mask(monkeypatch):
   """A padding row in the middle (an unreadable video) is left out; real rows after it are kept."""
 
-  def fake_method_maps(model, variables, video, mean, std, pooling, normalization):
-    del model, variables, mean, std, pooling, normalization
+  def fake_method_maps(model, variables, video, mean, std, pooling, normalization, **options):
+    del model, variables, mean, std, pooling, normalization, options
     maps = {'gradcam:layer4': video[..., 0]}                  # a row's map names its clip
     logits = np.stack([np.zeros(len(video)), video[:, 0, 0, 0, 0]], axis=1)
     return maps, logits, np.ones(len(video), np.int64)
@@ -87,6 +87,40 @@ def test_verdict_from_hand_made_numbers():
       comparison.verdict(methods, 0.5)[1]
   methods['global-local:max']['summary']['loc_acc@0.5'] = 0.1
   assert 'does not beat' in comparison.verdict(methods, 0.5)[1]
+
+
+def test_verdict_of_another_upsampling_and_which_localizes_better():
+  """Each up-sampling's fusion against its own baseline; the sentence's numbers by hand."""
+  def entry(held_out, loc_acc):
+    summary = dict.fromkeys(METRICS, 0.5)
+    summary.update({'loc_acc@0.5': loc_acc, 'num_clips': 4, 'num_present_frames': 30})
+    return dict(threshold=0.5, held_out_loc_acc={0.5: held_out}, summary=summary)
+
+  own = {comparison.BASELINE: 0.2, 'global-local:mean': 0.4, 'global-local:max': 0.3,
+         'global-local:product': 0.1, 'layercam:mean': math.nan}
+  other = {comparison.BASELINE: 0.3, 'global-local:mean': 0.1, 'global-local:max': 0.6,
+           'global-local:product': 0.3, 'layercam:mean': 0.9}
+  methods = {name: entry(held_out=value, loc_acc=value) for name, value in own.items()}
+  methods.update({f'{name}@receptive_field': entry(held_out=value, loc_acc=value)
+                  for name, value in other.items()})
+  best, text = comparison.verdict(methods, 0.5, '@receptive_field')
+  assert best == 'global-local:max@receptive_field'
+  assert text.startswith('With `receptive_field` up-sampling, the best global-local aggregation '
+                         'on the held-out clips is the max of the stage maps '
+                         '(`global-local:max@receptive_field`')
+  assert 'last-layer Grad-CAM `gradcam:layer4@receptive_field`' in text
+  assert 'loc acc@0.5 0.600 vs 0.300 (+0.300)' in text
+  assert comparison.verdict(methods, 0.5)[0] == 'global-local:mean'
+  # layercam has no accuracy under half_pixel: 4 pairs, receptive_field better for 3, worse for 1.
+  ours, theirs = np.mean([0.2, 0.4, 0.3, 0.1]), np.mean([0.3, 0.1, 0.6, 0.3])
+  assert comparison.upsampling_sentence(methods, 0.5, 'half_pixel', 'receptive_field') == (
+      'Up-sampling: `receptive_field` up-sampling localizes better than `half_pixel`: mean loc '
+      f'acc@0.5 over the 4 methods {theirs:.3f} vs {ours:.3f} ({theirs - ours:+.3f}); '
+      '`receptive_field` is better for 3 of them, worse for 1.')
+  for name in own:
+    methods[f'{name}@receptive_field']['summary']['loc_acc@0.5'] = own[name]
+  assert 'localize equally well' in comparison.upsampling_sentence(methods, 0.5, 'half_pixel',
+                                                                   'receptive_field')
 
 
 def test_deletion_works_on_the_clips_normalised(monkeypatch):

@@ -40,6 +40,25 @@ def test_markdown_bolds_the_best_of_each_column():
   assert table.rstrip().endswith('**Verdict.** Fine.')
 
 
+def test_markdown_names_each_rows_upsampling():
+  result = _result()
+  other = f'{comparison.BASELINE}@receptive_field'
+  result['methods'][other] = dict(result['methods'][comparison.BASELINE],
+                                  upsampling='receptive_field')
+  for name in result['order']:
+    result['methods'][name]['upsampling'] = 'half_pixel'
+  result.update(order=result['order'] + [other], upsamplings=['half_pixel', 'receptive_field'])
+  table = comparison_report.markdown(result)
+  assert ('with `receptive_field` (names `<method>@<upsampling>`)' in table
+          and 'up-sampled to the clip with `half_pixel`' in table)
+  rows = [line for line in table.splitlines() if line.startswith('| `')]
+  assert [row.split(' | ')[1] for row in rows] == ['half_pixel', 'half_pixel', 'receptive_field']
+  assert '| method | up-sampling | what | threshold |' in table
+  assert 'up-sampled' not in comparison_report.markdown(_result())     # one up-sampling
+  assert comparison_report.plot_size(2) == comparison_report.PLOT_SIZE
+  assert comparison_report.plot_size(40)[1] > comparison_report.PLOT_SIZE[1]
+
+
 def test_json_ready_writes_nan_as_null():
   import numpy as np  # pylint: disable=g-import-not-at-top
   assert comparison_report._json_ready({1: [math.nan, np.float32(0.5), np.arange(2)]}) == {
