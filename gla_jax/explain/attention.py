@@ -205,8 +205,7 @@ def make_explainer(model: models.ResNeXt3D, method: str = 'gradcam',
 
     def resize(maps, name):
       """Maps [B, t, h, w] of the tap (or gate) `name` at the clip's T x H x W."""
-      tap = name[len('gate_'):] if name.startswith('gate_') else name   # A gate: its stage's.
-      return upsample(maps, size, upsampling, strides[tap])
+      return upsample(maps, size, upsampling, strides[name])
 
     raw = [resize(masked_cam(model, variables, video, chosen, acts[name], name, method,
                              lambda m: resize(m, name), chunk_size)

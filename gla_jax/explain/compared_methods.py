@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from gla_jax import models
 from gla_jax.explain import attention
+from gla_jax.explain.cam_methods import MASKED_METHODS
 from gla_jax.explain import masked_cams
 from gla_jax.models import input_normalization
 
@@ -35,9 +36,8 @@ GLOBAL_LOCAL = tuple(f'global-local:{how}' for how in AGGREGATIONS)
 # Gradient methods (`attention.layer_map`) entering the table as the mean of the stage maps.
 FUSED_METHODS = ('layercam', 'gradcam_pp', 'xgradcam', 'hirescam', 'gradcam_elementwise',
                  'eigencam')
-# Masked methods (`masked_cams.masked_cam`): one forward pass per channel and clip, so of the
-# last layer only (see `describe`).
-MASKED_METHODS = ('scorecam', 'ablationcam')
+# Masked methods (`masked_cams.masked_cam`, cam_methods.MASKED_METHODS): one forward pass per
+# channel and clip, so of the last layer only (see `describe`).
 # The first part of every name; `config.localize.methods` may name a kind for all its methods.
 KINDS = ('gradcam', 'global-local', *FUSED_METHODS, *MASKED_METHODS, 'gate')
 # config.localize.methods' default: every kind whose cost does not grow with the channels.
@@ -166,9 +166,9 @@ def _compiled_method_maps(model: models.ResNeXt3D, pooling: str, normalization: 
       return attention.layer_map(activations[name], gradients[name], method, pooling)
 
     def resize(maps, tap, upsampling):
-      stage = tap[len('gate_'):] if tap.startswith('gate_') else tap   # A gate: its stage's.
-      return attention.upsample(maps, size, upsampling, strides[stage])
+      return attention.upsample(maps, size, upsampling, strides[tap])
 
+    @functools.lru_cache(maxsize=None)
     def stage_maps(method, upsampling):
       # Each stage's map exactly as explain.explain makes it, for one method.
       return jnp.stack([normalize(resize(layer_map(name, method), name, upsampling))
@@ -183,33 +183,25 @@ def _compiled_method_maps(model: models.ResNeXt3D, pooling: str, normalization: 
                                    method, resize_tap, chunk_size)
       return normalize(resize_tap(raw))
 
+    @functools.lru_cache(maxsize=None)
     def gates(upsampling):
       # The gates' own maps, as Explanation.gate_maps has them.
       return jnp.stack([attention.minmax(resize(activations[f'gate_{stage}'], f'gate_{stage}',
                                                 upsampling)) for stage in gate_stages])
 
-    cache = {}
-
-    def once(key, fn):
-      if key not in cache:
-        cache[key] = fn()
-      return cache[key]
-
     maps = {}
     for name, (method, upsampling) in zip(names, wanted):
       kind, _, detail = method.partition(':')
       if kind == 'gradcam':
-        maps[name] = once(('gradcam', upsampling), lambda: stage_maps('gradcam', upsampling))[
-            layers.index(detail)]
+        maps[name] = stage_maps('gradcam', upsampling)[layers.index(detail)]
       elif kind == 'global-local':
-        stages = once(('gradcam', upsampling), lambda: stage_maps('gradcam', upsampling))
-        maps[name] = attention.aggregate_maps(stages, detail)
+        maps[name] = attention.aggregate_maps(stage_maps('gradcam', upsampling), detail)
       elif kind in FUSED_METHODS:
         maps[name] = attention.aggregate_maps(stage_maps(kind, upsampling), 'mean')
       elif kind in MASKED_METHODS:
         maps[name] = masked(kind, detail, upsampling)
       else:                                                           # gate
-        all_gates = once(('gate', upsampling), lambda: gates(upsampling))
+        all_gates = gates(upsampling)
         maps[name] = (attention.aggregate_maps(all_gates, 'mean') if detail == 'mean'
                       else all_gates[gate_stages.index(detail)])
     return maps, logits, target

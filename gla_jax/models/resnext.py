@@ -264,14 +264,14 @@ def tap_names(model: ResNeXt3D) -> Tuple[str, ...]:
 
 
 def tap_strides(model: ResNeXt3D) -> Dict[str, Tuple[int, int, int]]:
-  """{tap: (st, sh, sw)}, the cumulative stride of every tap of `tap_names(model)`.
+  """{tap: (st, sh, sw)}, the cumulative stride of every tap of `tap_names(model)` (and gate).
 
   Cell i of a tap along an axis of stride s has its receptive field centred on
   input coordinate s * i: every convolution and the max pool pad k // 2 on
   each side of an odd kernel. The stem strides space only (`STEM_STRIDES`),
   the max pool (after the `conv1` tap) every axis by 2, each stage's first block
   (temporal_strides[s], STAGE_STRIDES[s], STAGE_STRIDES[s]); a stage's blocks
-  and output share its strides, as do the attention gates' maps (`gate_<stage>`).
+  and output share its strides, as do a gated model's gate maps (`gate_<stage>` keys).
   """
   st, sh, sw = STEM_STRIDES
   strides = {'conv1': (st, sh, sw)}
@@ -282,6 +282,9 @@ def tap_strides(model: ResNeXt3D) -> Dict[str, Tuple[int, int, int]]:
     st, sh, sw = st * time_stride, sh * stride, sw * stride
     for name in (f'layer{s}', *(f'layer{s}.{b}' for b in range(blocks))):
       strides[name] = (st, sh, sw)
+  if model.gated:
+    strides.update({f'gate_{stage}': strides[stage] for stage in model.gate_stages
+                    if stage in strides})
   return strides
 
 
