@@ -95,10 +95,15 @@ def base_config() -> ml_collections.ConfigDict:
       held_out_fraction=0.5,   # videos whose clips choose each method's threshold; the rest are
                                # reported (each video on one side)
       iou_threshold=0.5,       # a box is correct at IoU >= this
+      frame_map_threshold=0.5,  # loc_eval: frame-mAP's IoU for a correct per-frame detection
+      video_map_thresholds=(0.2, 0.5),  # loc_eval: video-mAP at each spatio-temporal IoU (delta)
       pointing_tolerance=0.0,  # pointing game: px between the peak and the box (0 = inside)
       deletion_steps=20,       # deletion/insertion curve steps (RISE); 0 skips both AUCs
       curve_clips=16,          # evaluation clips the curves are computed on (they cost a forward
                                # pass per step, method and clip); 0 = all of them
+      road_clips=4,            # reported clips scored with ROAD (MoRF, LeRF at fractions 0.1-0.9)
+                               # and average drop / increase in confidence; 0 skips them (each
+                               # costs 18 forward passes and 18 imputations per method)
       max_clips=64,            # evaluation clips of --mode=loc_eval, whole videos round-robin over
                                # the classes (seeded by seed); 0 = the whole split
       batch_size=8,            # clips per call in --mode=loc_eval (explanations, curve steps)
@@ -150,8 +155,13 @@ def data_config() -> ml_collections.ConfigDict:
       folder or codec is wrong; 0 stops at the first unreadable video.
     retries: extra attempts at reading an example whose source raised
       (anything but `video_io.VideoReadError`), with a short back-off.
+    random_labels_seed: -1 (off), or the seed of a fixed random label for every
+      TRAINING video (`read_tasks.random_labels`: classes balanced, the same
+      in every epoch and on resume; evaluation keeps the true labels), for the
+      data randomisation test of Adebayo et al. 2018 (studies/sanity_checks.py).
     synthetic: generator settings (`synthetic_settings.SyntheticConfig`): difficulty
-      ('default' or 'hard'), train_size and val_size (videos per split; eval
+      (a key of `synthetic_settings.DIFFICULTIES`: default, hard, demo, demo_hard,
+      natural), train_size and val_size (videos per split; eval
       reads 'val'), num_frames (frames generated per video; may exceed the
       clip's num_frames), height, width (the generated frame size; may exceed
       crop_size), seed.
@@ -185,6 +195,7 @@ def data_config() -> ml_collections.ConfigDict:
       prefetch=2,
       max_bad_fraction=0.01,
       retries=2,
+      random_labels_seed=-1,
       synthetic=dict(
           difficulty='default',
           train_size=1024,

@@ -107,6 +107,8 @@ def validate_data(data_config: ml_collections.ConfigDict) -> None:
   config_checks.integer(data_config, section, 'prefetch', minimum=0)
   config_checks.number(data_config, section, 'max_bad_fraction', minimum=0, maximum=1)
   config_checks.integer(data_config, section, 'retries', minimum=0)
+  config_checks.integer(data_config, section, 'random_labels_seed', minimum=-1,
+                        hint='-1 = the true labels')
   for key in _DATA_PATH_KEYS:
     config_checks.string(data_config, section, key)
   for key in _DATA_PATHS:
@@ -228,9 +230,17 @@ def validate_localize(config: ml_collections.ConfigDict,
     raise ValueError(f'config.localize.held_out_fraction={section.held_out_fraction}: use a '
                      'fraction in (0, 1); both the held-out and the reported part need clips.')
   config_checks.number(section, name, 'iou_threshold', above=0, maximum=1)
+  config_checks.number(section, name, 'frame_map_threshold', above=0, maximum=1,
+                       hint="frame-mAP's IoU")
+  video_map = config_checks.numbers_tuple(section, name, 'video_map_thresholds', above=0,
+                                          maximum=1, non_empty=True)
+  if len(set(video_map)) != len(video_map):
+    raise ValueError(f'config.localize.video_map_thresholds={video_map}: a threshold is given '
+                     'twice; name each once.')
   config_checks.number(section, name, 'pointing_tolerance', minimum=0)
   for key, minimum, hint in (('deletion_steps', 0, '0 skips the deletion/insertion curves'),
                              ('curve_clips', 0, '0 = every evaluation clip'),
+                             ('road_clips', 0, '0 skips ROAD and average drop'),
                              ('max_clips', 0, '0 = the whole split'),
                              ('batch_size', 1, ''), ('seed', 0, ''), ('num_pictures', 0, '')):
     config_checks.integer(section, name, key, minimum=minimum, hint=hint)

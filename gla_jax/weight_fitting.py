@@ -69,7 +69,10 @@ def fit(fresh: Dict[str, Any], loaded: Dict[str, Any], heads: set, drop_head: bo
   fresh_flat = _flat({c: fresh[c] for c in ('params', 'batch_stats')})
   loaded_flat = _flat({c: loaded[c] for c in ('params', 'batch_stats') if c in loaded})
   if drop_head:
-    loaded_flat = {p: v for p, v in loaded_flat.items() if p not in heads}
+    # The checkpoint's classifier goes too where the model names its own otherwise (a plain
+    # checkpoint's `fc` fitted into a gated model whose classifier is `gated_fc`).
+    loaded_flat = {p: v for p, v in loaded_flat.items() if p not in heads and not (
+        p not in fresh_flat and (p[1] == 'fc' or p[1].startswith('gated_fc')))}
   missing = [p for p in fresh_flat if p not in loaded_flat
              and not (drop_head and p in heads) and models.module_stage(p[1]) is not None]
   missing += [p for p in heads if not drop_head and p not in loaded_flat]

@@ -1,38 +1,48 @@
-r"""Plain versus gated backbone: the same recipe and seeds at two synthetic difficulties.
+r"""Plain versus gated backbone: the same recipe and seeds, Welch's test of the difference.
 
   python -m studies.gated_vs_plain --workdir=runs/gated_vs_plain
 
 Trains `configs/demo.py` once per (difficulty, plain | gated, seed), each in
 its own sub-folder of the workdir (so an interrupted study resumes from each
-run's latest checkpoint), and writes
-`<workdir>/gated_vs_plain.md` and `.json`: validation clip accuracy (mean and
-standard deviation over the seeds), parameters, and the median training
-step time. The seed sets the initialisation and the data order
-(`train.seed`); the data themselves are the same for every run.
+run's latest checkpoint), and writes `<workdir>/gated_vs_plain.md` and `.json`:
+validation clip accuracy (mean and sample std over the seeds), parameters, the
+median training step time, and per difficulty the gated - plain difference
+with its 95 % confidence interval, Welch's t and p (`studies.statistics`).
+With --loc_eval (default) the gated model of seed 0 also gets the localization
+comparison (`--mode=loc_eval`, 32 clips, attention gates among the methods)
+in its folder, linked from the table. The seed sets the initialisation and the
+data order (`train.seed`); the data themselves are the same for every run.
 
-A plain run takes the demo's training time (about 7 minutes on a 2-core CPU),
-a gated one about 11: one difficulty's 6 runs took 56 minutes there, the
-default study of 2 difficulties x 2 models x 3 seeds about 2 hours;
---steps shortens every run, --difficulties picks one. Results: docs/results.md.
+Default: 5 seeds at 'demo' for 400 steps, where the plain model is between
+chance and saturation (0.691, 0.594, 0.438 for seeds 0-2; 0.902 at 600 steps;
+'demo_medium' at 600 steps 0.383; docs/results.md). A plain step takes about
+0.3 s and a gated one 0.5 s alone on a 2-core CPU: the 10 runs about 30 min.
 """
 import argparse
 import json
 import os
-import statistics
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import jax
 import ml_collections
+import numpy as np
 
 from configs import demo
+from gla_jax import localization_eval
 from gla_jax.models import building
 from gla_jax.models import convert
+from gla_jax.outputs import comparison_report
 from gla_jax.outputs import reports
 from gla_jax.training import loop
+from studies import statistics
 
 RESULT_NAME = 'gated_vs_plain'
-DIFFICULTIES = ('demo', 'demo_hard')
+DIFFICULTIES = ('demo', 'demo_medium', 'demo_hard')
+# The default setting, where the plain model ends between chance and saturation (module docstring).
+DEFAULT_DIFFICULTY = 'demo'
+DEFAULT_STEPS = 400
+DEFAULT_SEEDS = 5
 
 
 def run_config(base: ml_collections.ConfigDict, difficulty: str, gated: bool, seed: int,
@@ -71,11 +81,11 @@ def run_once(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   rates = [record['train/steps_per_second'] for record in reports.read_metrics(workdir)
            if 'train/steps_per_second' in record]
   return dict(clip_accuracy=float(final['eval/clip_accuracy']), step=int(final['step']),
-              step_time_s=1.0 / statistics.median(rates) if rates else float('nan'))
+              step_time_s=1.0 / float(np.median(rates)) if rates else float('nan'))
 
 
 def summarize(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-  """One row per (difficulty, model): accuracy mean and spread over the seeds."""
+  """One row per (difficulty, model): accuracy mean and sample std over the seeds."""
   rows = []
   for difficulty in DIFFICULTIES:
     for model in ('plain', 'gated'):
@@ -83,16 +93,33 @@ def summarize(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
       if not group:
         continue
       accuracies = [r['clip_accuracy'] for r in group]
+      mean, std = statistics.mean_std(accuracies)
       rows.append(dict(
           difficulty=difficulty, model=model, seeds=[r['seed'] for r in group],
-          clip_accuracy_mean=statistics.fmean(accuracies),
-          clip_accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-          clip_accuracies=accuracies, parameters=group[0]['parameters'],
-          step_time_s=statistics.median(r['step_time_s'] for r in group)))
+          clip_accuracy_mean=mean, clip_accuracy_std=std, clip_accuracies=accuracies,
+          parameters=group[0]['parameters'],
+          step_time_s=float(np.median([r['step_time_s'] for r in group]))))
   return rows
 
 
-def markdown(rows: List[Dict[str, Any]], command: str) -> str:
+def compare(rows: List[Dict[str, Any]], confidence: float = 0.95) -> List[Dict[str, Any]]:
+  """Per difficulty with both models and >= 2 seeds each: gated - plain accuracy, Welch's test.
+
+  `statistics.welch`'s fields (mean_difference, ci_low, ci_high, t, dof,
+  p_value, n_a = gated seeds, n_b = plain seeds) and the difficulty.
+  """
+  differences = []
+  for difficulty in DIFFICULTIES:
+    by_model = {r['model']: r['clip_accuracies'] for r in rows if r['difficulty'] == difficulty}
+    if len(by_model.get('gated', ())) >= 2 and len(by_model.get('plain', ())) >= 2:
+      differences.append(dict(statistics.welch(by_model['gated'], by_model['plain'], confidence),
+                              difficulty=difficulty, confidence=confidence))
+  return differences
+
+
+def markdown(rows: List[Dict[str, Any]], differences: List[Dict[str, Any]], command: str,
+             localization_tables: Optional[Dict[str, str]] = None) -> str:
+  """The accuracy table, the gated - plain test per difficulty, links to the gate maps' tables."""
   lines = [f'Command: `{command}`', '',
            '| difficulty | model | validation clip accuracy, mean ± std (seeds) | parameters '
            '| step time (s) |', '| --- | --- | --- | --- | --- |']
@@ -101,24 +128,69 @@ def markdown(rows: List[Dict[str, Any]], command: str) -> str:
     lines.append(f'| {row["difficulty"]} | {row["model"]} | {row["clip_accuracy_mean"]:.3f} ± '
                  f'{row["clip_accuracy_std"]:.3f} ({each}) | {row["parameters"]:,} | '
                  f'{row["step_time_s"]:.3f} |')
+  if differences:
+    lines += ['', 'Gated - plain validation clip accuracy, Welch\'s unequal-variance t-test '
+              '(two-sided):', '',
+              '| difficulty | gated - plain | confidence interval | Welch\'s t | dof | p '
+              '| seeds (gated, plain) |', '| --- | --- | --- | --- | --- | --- | --- |']
+    for d in differences:
+      lines.append(f'| {d["difficulty"]} | {statistics.welch_cells(d)} |')
+  if localization_tables:
+    lines += ['', 'Localization of the gated model (seed 0), attention gates among the methods:',
+              '']
+    lines += [f'- {difficulty}: [{path}]({path})'
+              for difficulty, path in localization_tables.items()]
   return '\n'.join(lines) + '\n'
+
+
+def localization_config(config: ml_collections.ConfigDict, max_clips: int,
+                        deletion_steps: int) -> ml_collections.ConfigDict:
+  """`config` with a small localization comparison (`--mode=loc_eval`'s settings)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.localize.max_clips = max_clips
+  config.localize.deletion_steps = deletion_steps
+  config.lock()
+  return config
+
+
+def evaluate_localization(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`localization_eval.run` on `workdir`'s weights unless its table exists; the table's path."""
+  table = os.path.join(workdir, comparison_report.OUTPUT_DIR, comparison_report.MARKDOWN_FILE)
+  if not os.path.exists(os.path.join(workdir, comparison_report.OUTPUT_DIR,
+                                     comparison_report.JSON_FILE)):
+    localization_eval.run(config, workdir)
+  return table
 
 
 def main(argv=None) -> List[Dict[str, Any]]:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True)
-  parser.add_argument('--seeds', type=int, default=3)
-  parser.add_argument('--steps', type=int, default=0, help='0 = the config\'s num_steps')
-  parser.add_argument('--difficulties', default=','.join(DIFFICULTIES))
+  parser.add_argument('--seeds', type=int, default=DEFAULT_SEEDS)
+  parser.add_argument('--steps', type=int, default=DEFAULT_STEPS,
+                      help='training steps of every run; 0 = the config\'s num_steps')
+  parser.add_argument('--difficulties', default=DEFAULT_DIFFICULTY,
+                      help=f'comma-separated, of {",".join(DIFFICULTIES)}')
+  parser.add_argument('--loc_eval', action=argparse.BooleanOptionalAction, default=True,
+                      help='compare the localization methods, gates included, on the gated '
+                           'model of seed 0 (<run>/loc_eval/comparison.md)')
+  parser.add_argument('--loc_clips', type=int, default=32,
+                      help='evaluation clips of that comparison (localize.max_clips)')
+  parser.add_argument('--loc_deletion_steps', type=int, default=5,
+                      help='deletion/insertion curve steps there (localize.deletion_steps)')
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error('--seeds must be >= 1.')
+  if args.steps < 0:
+    parser.error('--steps must be >= 0 (0 = the config\'s num_steps).')
   difficulties = args.difficulties.split(',')
   unknown = set(difficulties) - set(DIFFICULTIES)
   if unknown:
     parser.error(f'Unknown difficulties {sorted(unknown)}; choose from {DIFFICULTIES}.')
   base = demo.get_config()
-  runs = []
+  runs, localization_tables = [], {}
+  # The network does not depend on the difficulty or the seed.
+  parameters = {gated: count_parameters(run_config(base, difficulties[0], gated, 0, args.steps))
+                for gated in (False, True)}
   for difficulty in difficulties:
     for gated in (False, True):
       model = 'gated' if gated else 'plain'
@@ -127,15 +199,21 @@ def main(argv=None) -> List[Dict[str, Any]]:
         workdir = os.path.join(args.workdir, f'{difficulty}_{model}_seed{seed}')
         print(f'{difficulty} {model} seed {seed} -> {workdir}', flush=True)
         runs.append(dict(run_once(config, workdir), difficulty=difficulty, model=model,
-                         seed=seed, parameters=count_parameters(config)))
+                         seed=seed, parameters=parameters[gated]))
+        if gated and seed == 0 and args.loc_eval:
+          table = evaluate_localization(
+              localization_config(config, args.loc_clips, args.loc_deletion_steps), workdir)
+          localization_tables[difficulty] = os.path.relpath(table, args.workdir)
   rows = summarize(runs)
+  differences = compare(rows)
   command = 'python -m studies.gated_vs_plain ' + ' '.join(argv if argv is not None
                                                           else sys.argv[1:])
-  table = markdown(rows, command)
+  table = markdown(rows, differences, command, localization_tables)
   with open(os.path.join(args.workdir, RESULT_NAME + '.md'), 'w') as f:
     f.write(table)
   with open(os.path.join(args.workdir, RESULT_NAME + '.json'), 'w') as f:
-    json.dump(dict(command=command, rows=rows, runs=runs), f, indent=1)
+    json.dump(dict(command=command, rows=rows, differences=differences, runs=runs,
+                   localization_tables=localization_tables), f, indent=1)
   print(table)
   return rows
 

@@ -18,7 +18,7 @@ from gla_jax import validation
 from gla_jax.data import bad_data
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-SHIPPED = ('demo', 'kinetics', 'tiny', 'ucf101')
+SHIPPED = ('demo', 'kinetics', 'tiny', 'ucf101', 'ucf101_24')
 
 
 def test_shipped_configs_are_found_by_name():
@@ -35,7 +35,7 @@ def test_paths_to_config_files_are_kept():
 
 def test_unknown_config_name_lists_the_shipped_ones():
   with pytest.raises(app.UsageError, match=r"no shipped config is named 'demoo' \(shipped: "
-                     r'demo, kinetics, tiny, ucf101\).*--config=my_config.py'):
+                     r'demo, kinetics, tiny, ucf101, ucf101_24\).*--config=my_config.py'):
     cli.config_file('demoo')
 
 

@@ -4,6 +4,7 @@ import math
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -17,12 +18,18 @@ from gla_jax.data import video_io
 from gla_jax import validation
 from gla_jax.explain import compared_methods
 from gla_jax.explain import comparison
+from gla_jax.explain import detection_map
+from gla_jax.explain import faithfulness
+from gla_jax.explain import localize
 from gla_jax.explain import perturbation
 from gla_jax.models import building
+from gla_jax.outputs import comparison_report
+from tests.data import small_data
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 METRICS = ('loc_acc@0.5', 'mean_iou', 'temporal_iou', 'pointing_game', 'deletion_auc',
-           'insertion_auc')
+           'insertion_auc', 'frame_map@0.5', 'video_map@0.2', 'video_map@0.5')
+STD = (50.0, 60.0, 70.0)          # not 1, which would hide a missing division
 
 
 UPSAMPLINGS = ('half_pixel', 'receptive_field')
@@ -36,20 +43,32 @@ def _config(size):
   config = tiny.get_config()
   with config.unlocked():
     config.data.crop_size = size
+    config.data.std = STD
     config.data.synthetic.update(height=size, width=size, val_size=6)
     config.localize.update(max_clips=5, batch_size=2, thresholds=THRESHOLDS, seed=1,
                            held_out_fraction=0.4, deletion_steps=1, curve_clips=1,
-                           num_pictures=1, methods=GRADIENT_KINDS, upsamplings=UPSAMPLINGS)
+                           road_clips=0, num_pictures=1, methods=GRADIENT_KINDS, upsamplings=UPSAMPLINGS)
     config.model.gated = True
   return config
 
 
 def _run(tmp_path_factory, config):
+  """localization_eval.run's result, its inputs, and the clips it gathered (maps included)."""
   model = building.create_model(config)
   size = config.data.crop_size
   variables = models.init_variables(model, jax.random.key(0), (1, 8, size, size, 3))
   workdir = str(tmp_path_factory.mktemp('loc_eval'))
-  return localization_eval.run(config, workdir, variables), config, model, variables, workdir
+  gathered = []
+  real_gather_clips = localization_eval.gather_clips
+
+  def gather_clips(*args, **kwargs):
+    gathered.append(real_gather_clips(*args, **kwargs))
+    return gathered[-1]
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(localization_eval, 'gather_clips', gather_clips)
+    result = localization_eval.run(config, workdir, variables)
+  return result, config, model, variables, workdir, gathered[0]
 
 
 @pytest.fixture(scope='module')
@@ -58,12 +77,13 @@ def compared(tmp_path_factory):
 
   Gated, so that one compilation covers all methods (a plain model's methods
   are the same minus the gates, see test_gated_model_adds_its_gates); 48 px,
-  so that layer4 is 1 x 2 x 2 and its map is not constant.
+  so that layer4 is 1 x 2 x 2 and its map is not constant. Its clips' maps are
+  also checked against explain.explain (test_method_maps_are_explain_maps).
   """
   return _run(tmp_path_factory, _config(48))
 
 
-def _check_report(result, workdir):
+def _check_report(result, workdir, clips):
   order = result['order']
   assert set(result['methods']) == set(order) and order[0] == comparison.BASELINE
   assert sorted(result['held_out_clips'] + result['reported_clips']) == list(range(5))
@@ -81,7 +101,18 @@ def _check_report(result, workdir):
       else:
         assert 0 <= value <= 1, (name, key, value)
 
+  # Frame-mAP and video-mAP: the reported clips' boxes at each method's chosen threshold.
+  reported = np.array(result['reported_clips'])
+  for name in (comparison.BASELINE, 'gate:mean@receptive_field'):
+    entry = result['methods'][name]
+    boxes = localize.frame_boxes(clips['maps'][name][reported], entry['threshold'])
+    means, per_class = detection_map.detection_metrics(clips, reported, boxes, 0.5, (0.2, 0.5))
+    assert {key: entry['summary'][key] for key in means} == means, name
+    assert entry['class_ap'] == per_class
+    assert set(per_class['frame_map@0.5']) == set(clips['label'][reported].tolist())
+
   table = open(os.path.join(workdir, 'loc_eval', 'comparison.md')).read()
+  assert '| frame-mAP@0.5 | video-mAP@0.2 | video-mAP@0.5 |' in table
   rows = [line for line in table.splitlines() if line.startswith('| `')]
   assert [row.split('`')[1] for row in rows] == order
   assert table.rstrip().endswith(result['verdict'])
@@ -96,7 +127,7 @@ def _check_report(result, workdir):
 
 
 def test_every_method_is_compared(compared):
-  result, _, model, _, workdir = compared
+  result, _, model, _, workdir, clips = compared
   own = [
       'gradcam:layer4', 'gradcam:layer3', 'gradcam:layer2', 'gradcam:layer1', 'gradcam:conv1',
       'global-local:mean', 'global-local:max', 'global-local:product', 'layercam:mean',
@@ -112,7 +143,7 @@ def test_every_method_is_compared(compared):
     entry = result['methods'][name]
     assert (entry['method'], entry['upsampling']) == (
         name.partition('@')[0], name.partition('@')[2] or 'half_pixel')
-  _check_report(result, workdir)
+  _check_report(result, workdir, clips)
   assert result['curve_clips'] == 1
 
 
@@ -135,29 +166,30 @@ def test_verdict_compares_the_best_fusion_with_last_layer_gradcam(compared):
 
 
 def test_method_maps_are_explain_maps(compared):
-  """Every method under both up-samplings, against explain.explain with the same options."""
-  _, config, model, variables, _ = compared
-  batch = next(loader.eval_batches(config.data, 'eval', config.localize.batch_size))
-  mean, std = config.data.mean, (50.0, 60.0, 70.0)       # std 1 would hide a missing division
-  names = comparison.method_names(model, GRADIENT_KINDS, UPSAMPLINGS)
-  maps, _, target = comparison.method_maps(model, variables, batch['video'], mean, std,
-                                           names=names)
-  assert set(maps) == set(names)
-  # The uint8 clips normalised by numpy, as the model takes them.
-  normalised = ((batch['video'].astype(np.float32) - np.asarray(mean, np.float32))
-                / np.asarray(std, np.float32))
-  # New methods under the own up-sampling, one of them under the other (a compile each); the
-  # others (hirescam, gradcam_elementwise) take xgradcam's path, one layer_map formula apart.
+  """Every method of the run under both up-samplings, against explain.explain with its options."""
+  _, config, model, variables, _, clips = compared
+  assert set(clips['maps']) == set(comparison.method_names(model, GRADIENT_KINDS, UPSAMPLINGS))
+  # The first batch's clips (explaining them costs less than all five).
+  rows = slice(0, config.localize.batch_size)
+  maps = {name: value[rows] for name, value in clips['maps'].items()}
+  target = clips['target'][rows]
+  # The uint8 clips normalised by numpy, as the model takes them (std is not 1).
+  assert tuple(config.data.std) == STD
+  normalised = ((clips['video'][rows].astype(np.float32)
+                 - np.asarray(config.data.mean, np.float32)) / np.asarray(STD, np.float32))
+  # Grad-CAM's stages, fusions and the gates under both up-samplings (a compile each); the
+  # other kinds once each, one per up-sampling (a compile each): hirescam and
+  # gradcam_elementwise take xgradcam's path, one layer_map formula apart.
   for upsampling, suffix, new_methods in (
-      ('half_pixel', '', ('xgradcam', 'eigencam')),
+      ('half_pixel', '', ('xgradcam',)),
       ('receptive_field', '@receptive_field', ('eigencam',))):
     every_stage = explain.explain(model, variables, normalised, upsampling=upsampling)
     np.testing.assert_array_equal(target, every_stage.target)
     for name, layer_map in every_stage.layer_maps.items():
-      np.testing.assert_allclose(maps[f'gradcam:{name}{suffix}'], layer_map, atol=1e-6)
+      np.testing.assert_allclose(maps[f'gradcam:{name}{suffix}'], layer_map, atol=1e-5)
     assert np.ptp(np.asarray(every_stage.layer_maps['layer4'])) > 0     # not a constant map
     np.testing.assert_allclose(maps['global-local:mean' + suffix], every_stage.attention,
-                               atol=1e-6)
+                               atol=1e-5)
     for stage, gate in every_stage.gate_maps.items():
       np.testing.assert_allclose(maps[f'gate:{stage}{suffix}'], gate, atol=1e-5)
     for method in new_methods:
@@ -171,7 +203,7 @@ def test_method_maps_are_explain_maps(compared):
 
 
 def test_masked_method_maps_are_explain_maps():
-  """Score-CAM and Ablation-CAM of the last layer, both up-samplings, on a narrow model."""
+  """Score-CAM and Ablation-CAM of the last layer, on a narrow model."""
   # As narrow as the bottleneck allows: 64 channels in layer4, a forward pass each.
   model = models.ResNeXt3D(stage_sizes=(1, 1, 1, 1), num_classes=3, cardinality=1,
                            widths=(32, 32, 32, 32), stem_width=8)
@@ -181,14 +213,14 @@ def test_masked_method_maps_are_explain_maps():
   names = comparison.method_names(model, compared_methods.MASKED_METHODS,
                                   ('receptive_field', 'half_pixel'), 'receptive_field')
   assert names[-2:] == ('scorecam:layer4@half_pixel', 'ablationcam:layer4@half_pixel')
-  masked = ('scorecam:layer4', 'ablationcam:layer4@half_pixel')      # a compile each
+  # One up-sampling (the up-samplings are checked on every other method): a compile each.
+  masked = ('scorecam:layer4', 'ablationcam:layer4')
   maps, _, target = comparison.method_maps(model, variables, video, mean, std, names=masked,
                                            own_upsampling='receptive_field', chunk_size=3)
   normalised = np.asarray(models.normalize_video(video, mean, std))
   for name in masked:
-    method, upsampling = name.partition(':')[0], name.partition('@')[2]
-    explained = explain.explain(model, variables, normalised, method=method, layers=('layer4',),
-                                upsampling=upsampling or 'receptive_field', chunk_size=5)
+    explained = explain.explain(model, variables, normalised, method=name.partition(':')[0],
+                                layers=('layer4',), upsampling='receptive_field', chunk_size=5)
     np.testing.assert_array_equal(target, explained.target)
     np.testing.assert_allclose(maps[name], explained.attention, atol=1e-5, err_msg=name)
 
@@ -259,6 +291,13 @@ def test_gathered_clips_are_the_real_rows_of_whole_videos(monkeypatch):
   np.testing.assert_array_equal(clips['label'], clips['video_index'] % 8)   # synthetic labels
   assert np.all(clips['present'].any(axis=1))                 # real clips have ground truth
   assert len(clips['maps'][comparison.BASELINE]) == 10
+  # Frames numbered in their video; the whole softmax kept beside the explained class's.
+  np.testing.assert_array_equal(clips['frame_index'], np.tile([np.arange(8), np.arange(8, 16)],
+                                                              (5, 1)))
+  assert clips['probabilities'].shape == (10, 8)
+  np.testing.assert_allclose(clips['probabilities'].sum(axis=1), 1, rtol=1e-5)
+  np.testing.assert_array_equal(clips['probability'],
+                                clips['probabilities'][np.arange(10), clips['target']])
 
   # localize.max_clips = 4: two whole videos of the seeded subset.
   with config.unlocked():
@@ -303,14 +342,26 @@ def test_clip_batches_are_split_over_the_local_devices(monkeypatch):
 
 
 def test_progress_bars_over_the_curves_and_the_methods(compared, monkeypatch):
-  """compare's bars: every (curve clip, method) pair, then every method's threshold sweep."""
-  result, config, model, _, _ = compared
+  """compare's bars: every (curve clip, method) pair, every (ROAD clip, method) pair, then
+  every method's threshold sweep; the ROAD scores land in each method's summary and table."""
+  result, config, model = compared[:3]
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.localize.road_clips = 2
   bars = []
-  # The bars are under test, not the curves (their forward passes cost seconds).
+  # The bars are under test, not the curves and ROAD (their forward passes cost seconds):
+  # tested in tests/explain/test_perturbation.py and test_faithfulness.py.
   flat = perturbation.Curve(np.linspace(0, 1, 3), np.full(3, 0.5), 0.5)
   monkeypatch.setattr(comparison, 'target_probability', lambda *args: None)
   monkeypatch.setattr(comparison.perturbation, 'deletion_insertion',
                       lambda *args, **kwargs: dict(deletion=flat, insertion=flat))
+  road_calls = []
+
+  def clip_scores(score_fn, video, attention, batch_size, seed):
+    road_calls.append(seed)
+    value = float(attention.mean())
+    return dict(original=1.0, multiplied=value, morf=np.full(9, 1 - value),
+                lerf=np.full(9, 1.0))
+  monkeypatch.setattr(comparison.faithfulness, 'clip_scores', clip_scores)
 
   class Recorder:
     def __init__(self, total, desc, **kwargs):
@@ -329,10 +380,44 @@ def test_progress_bars_over_the_curves_and_the_methods(compared, monkeypatch):
   clips = dict(video=rng.integers(0, 256, (4, 8, size, size, 3), np.uint8),
                maps={name: rng.random((4, 8, size, size), np.float32) for name in order},
                boxes=np.tile(np.float32([2, 2, 20, 20]), (4, 8, 1)), present=np.ones((4, 8), bool),
-               label=np.zeros(4, int), target=np.zeros(4, int), video_index=np.arange(4))
-  comparison.compare(config, model, {}, clips, progress=Recorder)
+               label=np.zeros(4, int), target=np.zeros(4, int), video_index=np.arange(4),
+               frame_index=np.tile(np.arange(8), (4, 1)), probability=np.full(4, 0.5),
+               probabilities=np.full((4, 8), 1 / 8, np.float32))
+  road_result = comparison.compare(config, model, {}, clips, progress=Recorder)
   assert [(bar.desc, bar.total, bar.n, bar.closed) for bar in bars] == [
       ('loc_eval curves', len(order), len(order), True),       # 1 curve clip x every method
+      ('loc_eval ROAD', 2 * len(order), 2 * len(order), True),  # 2 ROAD clips x every method
       ('loc_eval thresholds', len(order), len(order), True)]
+  reported = road_result['reported_clips'][:2]
+  assert road_result['road_clips'] == 2 and sorted(set(road_calls)) == sorted(reported)
+  for name in order:
+    expected = faithfulness.summarize([
+        clip_scores(None, None, clips['maps'][name][index], 8, index) for index in reported])
+    summary = road_result['methods'][name]['summary']
+    assert {key: summary[key] for key in expected} == pytest.approx(expected)
+  table = comparison_report.markdown(road_result)
+  assert 'ROAD MoRF (lower better)' in table and 'ROAD and average drop on 2' in table
   # loc_eval's bars are shown by process 0 only.
   assert localization_eval._progress().keywords == {'enabled': jax.process_index() == 0}
+
+
+def test_clip_frames_are_numbered_in_their_video():
+  """A video's last clip is loop-padded as the loader reads it; padding rows get -1."""
+  config = tiny.get_config()          # 8-frame clips, frame_stride 1
+  source = small_data.ClassSortedSource(num_classes=2, per_class=1, frame_counts=[8, 12])
+  planned = loader.eval_clips(source, config.data)
+  np.testing.assert_array_equal(planned, [[0, 0], [1, 0], [1, 8]])
+  frame_index = localization_eval.clip_frame_indices(source, config.data, planned)
+  np.testing.assert_array_equal(frame_index, [list(range(8)), list(range(8)),
+                                              [8, 9, 10, 11, 8, 9, 10, 11]])
+  with config.unlocked():
+    config.data.frame_stride = 2      # clips every other frame: one clip per video here
+  planned = loader.eval_clips(source, config.data)
+  np.testing.assert_array_equal(
+      localization_eval.clip_frame_indices(source, config.data, planned),
+      [[0, 2, 4, 6, 0, 2, 4, 6], [0, 2, 4, 6, 8, 10, 0, 2]])
+  batches = [dict(mask=np.ones(2, bool)), dict(mask=np.array([True, False]))]
+  numbered = list(localization_eval.with_frame_indices(iter(batches), frame_index, 2))
+  np.testing.assert_array_equal(numbered[0]['frame_index'], frame_index[:2])
+  np.testing.assert_array_equal(numbered[1]['frame_index'], [frame_index[2], [-1] * 8])
+  assert numbered[1]['mask'].tolist() == [True, False]

@@ -184,7 +184,8 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
   Args:
     data_config: the `config.data` section.
     batch_size: GLOBAL batch size (all processes together).
-    seed: data seed (video order and augmentation).
+    seed: data seed (video order and augmentation). `data.random_labels_seed`
+      >= 0 replaces every label by a fixed random one (`read_tasks.random_labels`).
     start_step: first step to produce: resuming at the checkpoint's step
       continues the exact sequence of an uninterrupted run.
     process_index, process_count: this process reads rows
@@ -242,9 +243,13 @@ def train_batches(data_config: ml_collections.ConfigDict, batch_size: int, seed:
     health.end_epochs((step + 1) * batch_size // size)
     return batch
 
+  # Adebayo et al.'s data randomisation test: every training video's label a fixed random one.
+  labels_seed = int(data_config.get('random_labels_seed', -1))
+  labels = (read_tasks.random_labels(labels_seed, size, len(source.class_names))
+            if labels_seed >= 0 else None)
   # Element k of the (endless) stream is row k mod R of step k // R.
   examples = grain.MapDataset.range(origin_step * len(rows), sys.maxsize).map(
-      read_tasks.TrainRead(source, transform, policy, seed, batch_size, rows))
+      read_tasks.TrainRead(source, transform, policy, seed, batch_size, rows, labels))
   buffer = (int(data_config.prefetch) + 1) * len(rows)
   stream = _read_in_parallel(examples, data_config, buffer)
   return TrainBatches(stream.batch(len(rows), batch_fn=assemble), origin_step, structure,

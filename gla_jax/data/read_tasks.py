@@ -5,7 +5,7 @@ grain's process workers run them too. A task returns an `Outcome`: the
 example (or clips), the video it came from, and the videos that failed.
 """
 import functools
-from typing import Any, NamedTuple, Sequence, Tuple
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from gla_jax.data import sources
 # SeedSequence words that keep the random streams of the pipeline apart.
 _EPOCH_STREAM = 0
 _EXAMPLE_STREAM = 1
+_LABEL_STREAM = 2
 
 
 class Outcome(NamedTuple):
@@ -103,19 +104,29 @@ def eval_examples(source: sources.Source, transform: sampling.ClipTransform, vid
 
 
 class TrainRead:
-  """Element k of this process's training stream: (step, row, outcome); picklable for workers."""
+  """Element k of this process's training stream: (step, row, outcome); picklable for workers.
 
-  def __init__(self, source, transform, policy, seed, batch_size, rows):
+  With `labels` (`random_labels`), an example's label is that of the video it
+  was read from instead of the source's.
+  """
+
+  def __init__(self, source, transform, policy, seed, batch_size, rows,
+               labels: Optional[np.ndarray] = None):
     self.source, self.transform, self.policy = source, transform, policy
     self.seed, self.batch_size, self.rows = seed, batch_size, rows
+    self.labels = labels
 
   def __call__(self, k: int) -> Tuple[int, int, Outcome]:
     step, local = divmod(int(k), len(self.rows))
     row = self.rows[local]
     epoch, offset = divmod(step * self.batch_size + row, len(self.source))
     video = int(epoch_permutation(self.seed, epoch, len(self.source))[offset])
-    return step, row, train_example(self.source, self.transform, video, self.seed, step, row,
-                                     self.policy)
+    outcome = train_example(self.source, self.transform, video, self.seed, step, row,
+                            self.policy)
+    if self.labels is not None and outcome.value is not None:
+      outcome = outcome._replace(value=dict(outcome.value,
+                                            label=int(self.labels[outcome.video_index])))
+    return step, row, outcome
 
 
 class EvalRead:
@@ -136,3 +147,25 @@ def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
   order = np.random.default_rng([seed, _EPOCH_STREAM, epoch]).permutation(size)
   order.flags.writeable = False
   return order
+
+
+def random_labels(seed: int, size: int, num_classes: int) -> np.ndarray:
+  """A fixed random label for each of `size` training videos: int32 [size], classes balanced.
+
+  Every class is given to floor or ceil of size / num_classes videos, in an
+  order drawn from `seed` alone (not the epoch), so a video keeps its label in
+  every epoch and on resume: the data randomisation test of Adebayo et al.,
+  "Sanity Checks for Saliency Maps", NeurIPS 2018 (a model fit to labels that
+  carry no information about the videos).
+
+  Raises:
+    ValueError: a negative seed, or fewer than 1 video or class.
+  """
+  if seed < 0 or size < 1 or num_classes < 1:
+    raise ValueError(f'random_labels(seed={seed}, size={size}, num_classes={num_classes}): the '
+                     'seed must be >= 0 (config.data.random_labels_seed; -1 turns random labels '
+                     'off) and the split needs at least 1 video and 1 class.')
+  balanced = np.arange(size) % num_classes
+  labels = np.random.default_rng([seed, _LABEL_STREAM]).permutation(balanced).astype(np.int32)
+  labels.flags.writeable = False
+  return labels

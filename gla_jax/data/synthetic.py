@@ -1,7 +1,8 @@
 """Synthetic action clips with exact ground truth: rendering, the dataset, the video-folder export.
 
 `synthetic_scenes` samples a clip's parameters and `render` draws them (numpy and
-cv2 only, about 2-2.5 ms per 16 x 112 x 112 clip on one core). The box of frame t
+cv2 only, about 2-2.5 ms per 16 x 112 x 112 clip on one core; natural clips,
+camera views of photographs with textured shapes, take about as long). The box of frame t
 is the tight box of the actor's rendered pixels, `[x0, y0, x1, y1]` with x1/y1
 exclusive, -1 where the actor is absent. `generate_clip(cfg, index, split)` gives a
 `Clip`, `generate_video` one action in a long video, `SyntheticDataset` indexed
@@ -16,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from gla_jax.data import natural_images
 from gla_jax.data import synthetic_scenes
 from gla_jax.data import synthetic_settings
 
@@ -59,6 +61,45 @@ def _fill(image: np.ndarray, polygon: np.ndarray, color) -> None:
   cv2.fillPoly(image, points, color, lineType=cv2.LINE_8, shift=_SHIFT)
 
 
+class _Painter:
+  """Draws one track's shape into frames: flat colour, or its texture's view."""
+
+  def __init__(self, track: synthetic_scenes.ShapeTrack, frame_side: int):
+    self.polygons = track.polygons()
+    self.color = track.color
+    self.photo = self.affines = None
+    if track.texture is not None:
+      self.photo = natural_images.photo(track.texture.photo, frame_side)
+      self.affines = track.texture_affines()
+
+  def pixels(self, t: int, mask: np.ndarray):
+    """(box (x, y, w, h), bool [h, w] inside, uint8 [N, 3] pixels) of frame t, or None
+    where the shape covers no pixel; `mask` is uint8 [H, W] scratch space."""
+    mask.fill(0)
+    _fill(mask, self.polygons[t], 1)
+    x, y, w, h = cv2.boundingRect(mask)
+    if w <= 0 or h <= 0:
+      return None
+    inside = mask[y:y + h, x:x + w].view(bool)  # [h, w]; mask holds 0/1
+    if self.photo is None:
+      drawn = np.empty((int(inside.sum()), 3), np.uint8)
+      drawn[:] = self.color
+    else:
+      affine = self.affines[t].copy()
+      affine[:, 2] += affine[:, :2] @ np.array([x, y], np.float64)  # the box's origin
+      drawn = natural_images.view(self.photo, affine, w, h)[inside]
+    return (x, y, w, h), inside, drawn
+
+  def paint(self, frame: np.ndarray, t: int, mask: np.ndarray) -> None:
+    if self.photo is None:
+      _fill(frame, self.polygons[t], self.color)
+      return
+    found = self.pixels(t, mask)
+    if found is not None:
+      (x, y, w, h), inside, drawn = found
+      frame[y:y + h, x:x + w][inside] = drawn
+
+
 def render(params: synthetic_scenes.ClipParams, draw_actor: bool = True
            ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Draws a clip.
@@ -74,13 +115,20 @@ def render(params: synthetic_scenes.ClipParams, draw_actor: bool = True
     x1/y1 exclusive and -1 where absent, present bool [T].
   """
   num_frames = params.num_frames
-  height, width = params.background.shape[:2]
-  scene = params.background.copy()
-  for track in params.static_distractors:
-    _fill(scene, track.polygons()[0], track.color)
-  moving = [(track.polygons(), track.color) for track in params.moving_distractors]
-  actor_polygons = params.actor.polygons()
-  actor_color = np.array(params.actor.color, np.uint8)
+  height, width = params.frame_shape
+  side = min(height, width)
+  camera = params.camera
+  per_frame = list(params.moving_distractors)
+  if camera is None:
+    scene = params.background.copy()
+    for track in params.static_distractors:
+      _Painter(track, side).paint(scene, 0, None)
+  else:  # The view changes in every frame: static shapes are drawn in each.
+    camera_photo = natural_images.photo(camera.photo, side)
+    camera_affines = camera.affines()
+    per_frame = list(params.static_distractors) + per_frame
+  painters = [_Painter(track, side) for track in per_frame]
+  actor_painter = _Painter(params.actor, side)
   noise_rng = np.random.default_rng(params.noise_seed)
   start, end = params.segment
 
@@ -90,9 +138,12 @@ def render(params: synthetic_scenes.ClipParams, draw_actor: bool = True
   mask = np.empty((height, width), np.uint8)
   for t in range(num_frames):
     frame = video[t]
-    frame[...] = scene
-    for polygons, color in moving:
-      _fill(frame, polygons[t], color)
+    if camera is None:
+      frame[...] = scene
+    else:
+      frame[...] = natural_images.view(camera_photo, camera_affines[t], width, height)
+    for painter in painters:
+      painter.paint(frame, t, mask)
     noise = None
     if params.noise_std > 0:
       # Drawn for every frame whether or not the actor is drawn, so renders with
@@ -101,17 +152,13 @@ def render(params: synthetic_scenes.ClipParams, draw_actor: bool = True
                       * np.float32(params.noise_std)).astype(np.int16)
     actor = None
     if start <= t < end:
-      mask.fill(0)
-      _fill(mask, actor_polygons[t], 1)
-      x, y, w, h = cv2.boundingRect(mask)
-      if w > 0 and h > 0:
+      found = actor_painter.pixels(t, mask)
+      if found is not None:
+        (x, y, w, h), inside, drawn = found
         present[t] = True
         boxes[t] = (x, y, x + w, y + h)
         if draw_actor:
-          inside = mask[y:y + h, x:x + w].view(bool)  # [h, w]; mask holds 0/1
           under = frame[y:y + h, x:x + w][inside]  # [N, 3] as shown without actor
-          drawn = np.empty_like(under)
-          drawn[:] = actor_color
           if noise is not None:
             pixel_noise = noise[y:y + h, x:x + w][inside]
             under = _saturate(under + pixel_noise)

@@ -2,7 +2,9 @@
 
 A clip is a textured background, a few distractor shapes and ONE actor shape
 whose motion is the class (`synthetic_settings.CLASS_NAMES`), present in one
-temporal segment. Every draw comes from a generator seeded by (config.seed,
+temporal segment. With `natural_images` the background is a camera path over
+a photograph (`CameraPath`) and every shape carries a `Texture` cut from
+another photograph (`natural_images`). Every draw comes from a generator seeded by (config.seed,
 split, index), so a clip is a pure function of them; `synthetic.render` draws
 the parameters sampled here.
 """
@@ -15,6 +17,7 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from gla_jax.data import natural_images
 from gla_jax.data import synthetic_settings
 
 # Unit polygons pointing along +x, scaled below so every vertex lies inside the
@@ -38,25 +41,68 @@ _SHAPES = {name: vertices / np.linalg.norm(vertices, axis=1).max()
 SHAPE_NAMES: Tuple[str, ...] = tuple(_SHAPES)
 
 
+@dataclasses.dataclass(frozen=True)
+class Texture:
+  """A photograph glued to a shape: it moves, turns and scales with the shape.
+
+  Attributes:
+    photo: name in `natural_images.PHOTO_NAMES` (read at the frame's size,
+      `natural_images.photo`).
+    origin: (x, y) photo pixel at the shape's centre.
+    scale: photo pixels per unit of the shape's radius.
+  """
+  photo: str
+  origin: Tuple[float, float]
+  scale: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CameraPath:
+  """A camera filming a photograph: its view per frame.
+
+  Attributes:
+    photo: name in `natural_images.PHOTO_NAMES`.
+    center: float [T, 2] (x, y) photo pixel at the frame's centre (the pan).
+    scale: float [T] photo pixels per frame pixel (the zoom: smaller is closer).
+    height: frame height H.
+    width: frame width W.
+  """
+  photo: str
+  center: np.ndarray
+  scale: np.ndarray
+  height: int
+  width: int
+
+  def affines(self) -> np.ndarray:
+    """float [T, 2, 3]: frame pixel (x, y, 1) -> photo pixel, per frame."""
+    frame_center = np.array([(self.width - 1) / 2, (self.height - 1) / 2])
+    affines = np.zeros((len(self.scale), 2, 3))
+    affines[:, 0, 0] = affines[:, 1, 1] = self.scale
+    affines[:, :, 2] = self.center - self.scale[:, None] * frame_center
+    return affines
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ShapeTrack:
   """One shape over all T frames of a clip (pixel units, image coordinates).
 
   Attributes:
     shape: key of the unit polygon in SHAPE_NAMES.
-    color: RGB colour.
+    color: RGB colour of a flat shape; None for a textured one.
     motion: class index of the motion, or -1 for a static shape.
     center: float [T, 2] (x, y) of the rotation/scaling centre.
     radius: float [T] radius of the circle enclosing the shape.
     angle: float [T] radians; increasing angle turns clockwise on screen
       (image y axis points down).
+    texture: the photograph the shape is cut from (natural_images), or None.
   """
   shape: str
-  color: Tuple[int, int, int]
+  color: Optional[Tuple[int, int, int]]
   motion: int
   center: np.ndarray
   radius: np.ndarray
   angle: np.ndarray
+  texture: Optional[Texture] = None
 
   def polygons(self) -> np.ndarray:
     """Vertices per frame, float [T, K, 2] (x, y) in pixels."""
@@ -66,6 +112,21 @@ class ShapeTrack:
     y = self.radius[:, None] * (unit[None, :, 0] * sin + unit[None, :, 1] * cos)
     return np.stack([x + self.center[:, :1], y + self.center[:, 1:]], axis=-1)
 
+  def texture_affines(self) -> np.ndarray:
+    """float [T, 2, 3]: frame pixel (x, y, 1) -> texture photo pixel, per frame.
+
+    The inverse of the shape's pose: the point at unit coordinates u of the
+    shape shows photo pixel origin + scale * u in every frame.
+    """
+    if self.texture is None:
+      raise ValueError(f'This {self.shape!r} track is flat-coloured: it has no texture to map.')
+    cos, sin = np.cos(self.angle), np.sin(self.angle)
+    gain = self.texture.scale / self.radius  # [T]
+    linear = gain[:, None, None] * np.stack([np.stack([cos, sin], -1),
+                                             np.stack([-sin, cos], -1)], -2)  # [T, 2, 2]
+    offset = np.asarray(self.texture.origin)[None] - np.einsum('tij,tj->ti', linear, self.center)
+    return np.concatenate([linear, offset[:, :, None]], axis=-1)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClipParams:
@@ -74,26 +135,36 @@ class ClipParams:
   Attributes:
     label: class index of the actor's motion.
     segment: (start, end_exclusive) frames where the actor is present.
-    background: uint8 [H, W, 3] texture (without any shape).
+    background: uint8 [H, W, 3] texture (without any shape); None with a camera.
     actor: the actor's track.
     static_distractors: shapes drawn once on the background.
     moving_distractors: shapes drawn in every frame, under the actor.
     noise_std: Gaussian pixel noise std (uint8 levels).
     noise_seed: seed of the noise, shared by renders with and without actor.
+    camera: the moving view of a photograph that replaces the background
+      (natural_images), or None.
   """
   label: int
   segment: Tuple[int, int]
-  background: np.ndarray
+  background: Optional[np.ndarray]
   actor: ShapeTrack
   static_distractors: Tuple[ShapeTrack, ...]
   moving_distractors: Tuple[ShapeTrack, ...]
   noise_std: float
   noise_seed: int
+  camera: Optional[CameraPath] = None
 
   @property
   def num_frames(self) -> int:
     """T, the length of the clip."""
     return self.actor.center.shape[0]
+
+  @property
+  def frame_shape(self) -> Tuple[int, int]:
+    """(H, W) of the frames."""
+    if self.camera is not None:
+      return self.camera.height, self.camera.width
+    return self.background.shape[:2]
 
 
 
@@ -173,8 +244,59 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
   return cv2.merge(list(image))  # [H, W, 3]; much faster than a transposed copy
 
 
+def _sample_camera(rng: np.random.Generator, config: synthetic_settings.SyntheticConfig,
+                   num_frames: int) -> CameraPath:
+  """A random photograph filmed with a pan in a random direction and a zoom in or out.
+
+  The view stays inside the photograph: zoom and pan are lowered per clip
+  where the whole path would not fit (long videos).
+  """
+  height, width = config.height, config.width
+  side = min(height, width)
+  name = natural_images.PHOTO_NAMES[int(rng.integers(len(natural_images.PHOTO_NAMES)))]
+  photo_height, photo_width = natural_images.photo(name, side).shape[:2]
+  photo_size = np.array([photo_width, photo_height], np.float64)
+  frame_half = np.array([width, height], np.float64) / 2
+  steps = max(num_frames - 1, 1)
+  # The largest scale at which the whole frame fits in the photograph, a little inside.
+  fit_scale = 0.98 * float(np.min(photo_size / (2 * frame_half)))
+  scale_mid = min(rng.uniform(0.8, 1.2), fit_scale)
+  zoom = rng.uniform(*config.camera_zoom_speed) * (1.0 if rng.uniform() < 0.5 else -1.0)
+  zoom_room = 2 * math.log(fit_scale / scale_mid) / steps
+  zoom = math.copysign(min(abs(zoom), max(zoom_room, 0.0)), zoom)
+  scale = scale_mid * np.exp(zoom * (np.arange(num_frames) - steps / 2))
+  extent = float(scale.max()) * frame_half  # the largest half-view, photo pixels
+  room = np.maximum(photo_size - 2 * extent, 0.0)
+  theta = rng.uniform(0, 2 * np.pi)
+  direction = np.array([math.cos(theta), math.sin(theta)])
+  speed = rng.uniform(*config.camera_pan_speed) * side * scale_mid  # photo pixels per frame
+  for axis in (0, 1):
+    if abs(direction[axis]) > 1e-9:
+      speed = min(speed, room[axis] / (abs(direction[axis]) * steps))
+  travel = direction * speed * steps
+  low = extent + np.maximum(-travel, 0.0)
+  high = photo_size - extent - np.maximum(travel, 0.0)
+  center0 = low + rng.uniform(size=2) * np.maximum(high - low, 0.0)
+  center = center0[None] + direction[None] * speed * np.arange(num_frames)[:, None]
+  return CameraPath(photo=name, center=center, scale=scale, height=height, width=width)
+
+
+def _sample_texture(rng: np.random.Generator, side: int, radius: float,
+                    exclude: Optional[str]) -> Texture:
+  """A random crop of a photograph other than `exclude` (the background's), for a shape
+  of `radius` frame pixels: about one photo pixel per frame pixel."""
+  names = [name for name in natural_images.PHOTO_NAMES if name != exclude]
+  name = names[int(rng.integers(len(names)))]
+  photo_height, photo_width = natural_images.photo(name, side).shape[:2]
+  scale = radius * rng.uniform(0.8, 1.25)
+  margin = min(scale, photo_width / 2, photo_height / 2)
+  origin = (rng.uniform(margin, photo_width - margin), rng.uniform(margin, photo_height - margin))
+  return Texture(photo=name, origin=(float(origin[0]), float(origin[1])), scale=float(scale))
+
+
 def _sample_track(rng: np.random.Generator, config: synthetic_settings.SyntheticConfig,
-                  motion: int, num_frames: int, start: int, end: int) -> ShapeTrack:
+                  motion: int, num_frames: int, start: int, end: int,
+                  exclude_photo: Optional[str] = None) -> ShapeTrack:
   """A random shape moving with `motion` in frames [start, end), still outside.
 
   Args:
@@ -184,6 +306,8 @@ def _sample_track(rng: np.random.Generator, config: synthetic_settings.Synthetic
     num_frames: T of the clip.
     start: first frame of the motion.
     end: one past its last frame.
+    exclude_photo: with natural_images, the background's photograph, which
+      the shape's texture is not cut from.
 
   Returns:
     The track; the whole shape stays inside the frame in every frame.
@@ -191,7 +315,8 @@ def _sample_track(rng: np.random.Generator, config: synthetic_settings.Synthetic
   height, width = config.height, config.width
   side = min(height, width)
   shape = SHAPE_NAMES[int(rng.integers(len(SHAPE_NAMES)))]
-  color = _random_color(rng)
+  # Flat shapes only: the draws of the other difficulties stay as they were.
+  color = None if config.natural_images else _random_color(rng)
   min_radius = max(synthetic_settings.MIN_RADIUS_PX, synthetic_settings.MIN_RADIUS_FRACTION * side)
   max_radius = synthetic_settings.MAX_RADIUS_FRACTION * side
   radius_mid = float(np.clip(rng.uniform(*config.actor_size) * side / 2, min_radius, max_radius))
@@ -231,8 +356,10 @@ def _sample_track(rng: np.random.Generator, config: synthetic_settings.Synthetic
   high = reach + room - np.maximum(travel, 0.0)
   center0 = low + rng.uniform(size=2) * np.maximum(high - low, 0.0)
   center = center0[None, :] + direction[None, :] * speed * progress[:, None]  # [T, 2]
+  texture = (_sample_texture(rng, side, radius_mid, exclude_photo)
+             if config.natural_images else None)
   return ShapeTrack(shape=shape, color=color, motion=motion, center=center,
-                    radius=radius, angle=angle)
+                    radius=radius, angle=angle, texture=texture)
 
 
 def _sample_segment(rng: np.random.Generator, num_frames: int, min_length: int,
@@ -252,19 +379,22 @@ def _sample_segment(rng: np.random.Generator, num_frames: int, min_length: int,
 
 def _sample_scene(rng: np.random.Generator, config: synthetic_settings.SyntheticConfig,
                   label: int, num_frames: int, segment: Tuple[int, int]) -> ClipParams:
-  background = _background(rng, config.height, config.width)
-  actor = _sample_track(rng, config, label, num_frames, *segment)
+  camera = _sample_camera(rng, config, num_frames) if config.natural_images else None
+  background = None if camera else _background(rng, config.height, config.width)
+  photo = camera.photo if camera else None
+  actor = _sample_track(rng, config, label, num_frames, *segment, exclude_photo=photo)
   distractors = []
   for _ in range(config.num_distractors):
     motion = (int(rng.integers(len(synthetic_settings.CLASS_NAMES)))
               if config.moving_distractors else -1)
-    distractors.append(_sample_track(rng, config, motion, num_frames, 0, num_frames))
+    distractors.append(_sample_track(rng, config, motion, num_frames, 0, num_frames,
+                                     exclude_photo=photo))
   moving = tuple(distractors) if config.moving_distractors else ()
   static = () if config.moving_distractors else tuple(distractors)
   return ClipParams(label=label, segment=segment, background=background, actor=actor,
                     static_distractors=static, moving_distractors=moving,
                     noise_std=float(config.noise_std),
-                    noise_seed=int(rng.integers(2**63 - 1)))
+                    noise_seed=int(rng.integers(2**63 - 1)), camera=camera)
 
 
 def sample_params(config: synthetic_settings.SyntheticConfig, index: int,

@@ -1,7 +1,8 @@
 """Settings of the synthetic action generator: the classes, `SyntheticConfig`, its difficulties.
 
 Each clip's class is the MOTION of its one actor shape (`CLASS_NAMES`); the
-difficulty presets (`DIFFICULTIES`) set actor size, clutter, noise and speeds.
+difficulty presets (`DIFFICULTIES`) set actor size, clutter, noise, speeds and
+whether the scene is made of photographs filmed by a moving camera ('natural').
 The generator itself is `synthetic_scenes` (random parameters) and `synthetic`
 (rendering); docs/design.md describes the dataset.
 """
@@ -52,6 +53,15 @@ class SyntheticConfig:
       per clip when the radius would leave [max(2.5 px, 5%), 45%] of
       min(H, W).
     rotation_speed: (low, high) rotate_* speed in degrees per frame.
+    natural_images: the background is a view of a photograph and every shape
+      is cut from another one (`natural_images.PHOTO_NAMES`; the texture
+      moves, turns and scales with its shape) instead of a procedural
+      background and flat-coloured shapes.
+    camera_pan_speed: (low, high) speed of the camera's pan, in a random
+      direction, as a fraction of min(H, W) per frame (natural_images only;
+      lowered per clip to stay inside the photograph).
+    camera_zoom_speed: (low, high) zoom rate of the camera in log-scale per
+      frame, in or out at random (natural_images only; lowered likewise).
     seed: base seed; train and val use different streams derived from it.
   """
   num_frames: int = 16
@@ -66,6 +76,9 @@ class SyntheticConfig:
   translation_speed: Tuple[float, float] = (0.02, 0.04)
   scale_speed: Tuple[float, float] = (0.03, 0.06)
   rotation_speed: Tuple[float, float] = (8.0, 15.0)
+  natural_images: bool = False
+  camera_pan_speed: Tuple[float, float] = (0.0, 0.0)
+  camera_zoom_speed: Tuple[float, float] = (0.0, 0.0)
   seed: int = 0
 
   def __post_init__(self):
@@ -80,6 +93,13 @@ class SyntheticConfig:
       _check(len(value) == 2 and low_bound < value[0] <= value[1],
              f'{name}={value}: must be a (low, high) pair with '
              f'{low_bound} < low <= high.')
+    for name in ('camera_pan_speed', 'camera_zoom_speed'):
+      value = getattr(self, name)
+      _check(len(value) == 2 and 0 <= value[0] <= value[1],
+             f'{name}={value}: must be a (low, high) pair with 0 <= low <= high.')
+      _check(self.natural_images or value[1] == 0,
+             f'{name}={value}: only a photograph can be panned over or zoomed into; set '
+             'natural_images=True or the speed to (0.0, 0.0).')
     _check(self.actor_size[1] <= 2 * MAX_RADIUS_FRACTION,
            f'actor_size={self.actor_size}: the diameter cannot exceed '
            f'{2 * MAX_RADIUS_FRACTION} of the frame; lower the high end.')
@@ -138,6 +158,35 @@ class SyntheticConfig:
     return cls(**params)
 
   @classmethod
+  def demo_medium(cls, **overrides) -> 'SyntheticConfig':
+    """Between 'demo' and 'demo_hard' (studies/gated_vs_plain.py): the demo's speeds, an actor
+    of 10-14 px at 32 x 32, 2 moving distractors, half the hard pixel noise, never present
+    in the whole clip."""
+    params = dataclasses.asdict(cls.demo())
+    params.update(actor_size=(0.3, 0.45), num_distractors=2, moving_distractors=True,
+                  noise_std=6.0, full_clip_probability=0.0)
+    params.update(overrides)
+    return cls(**params)
+
+  @classmethod
+  def natural(cls, **overrides) -> 'SyntheticConfig':
+    """The demo's speeds on photographs filmed by a panning and zooming camera.
+
+    Background: a view of one scikit-image photograph that pans at 1-3 % and
+    zooms at 1-3 % in log-scale per frame; the actor and 2 distractors are
+    cut from other photographs of the same pool and all move with class
+    motions, so neither colour, texture nor motion alone tells the actor
+    apart: it is never present in the whole clip (as in 'hard') and its
+    appearance or disappearance identifies it.
+    """
+    params = dataclasses.asdict(cls.demo())
+    params.update(natural_images=True, actor_size=(0.35, 0.5), num_distractors=2,
+                  moving_distractors=True, full_clip_probability=0.0,
+                  camera_pan_speed=(0.01, 0.03), camera_zoom_speed=(0.01, 0.03))
+    params.update(overrides)
+    return cls(**params)
+
+  @classmethod
   def from_difficulty(cls, name: str, **overrides) -> 'SyntheticConfig':
     """The preset `name` in DIFFICULTIES with `overrides` applied."""
     if name not in DIFFICULTIES:
@@ -150,4 +199,6 @@ DIFFICULTIES: Dict[str, SyntheticConfig] = {
     'hard': SyntheticConfig.hard(),
     'demo': SyntheticConfig.demo(),
     'demo_hard': SyntheticConfig.demo_hard(),
+    'demo_medium': SyntheticConfig.demo_medium(),
+    'natural': SyntheticConfig.natural(),
 }

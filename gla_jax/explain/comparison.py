@@ -7,9 +7,10 @@ methods of the last layer and a gated model's gates, each once per up-sampling
 of `config.localize.upsamplings`, all explaining the model's predicted class
 (the paper's rule). `compare` chooses each method's box threshold on the clips
 of held-out videos and reports those of the other videos (Choe et al. 2020),
-with deletion/insertion curves (RISE); the protocol is in docs/design.md
-section 8. Writing the table, JSON and pictures is
-`gla_jax.outputs.comparison_report`.
+with deletion/insertion curves (RISE) and the detection metrics frame-mAP and
+video-mAP (`detection_metrics`: the boxes at the chosen threshold, labelled
+with the explained class); the protocol is in docs/design.md section 8.
+Writing the table, JSON and pictures is `gla_jax.outputs.comparison_report`.
 
 References:
   Yudistira, Kavitha, Kurita. "Weakly-Supervised Action Localization and Action
@@ -30,7 +31,10 @@ import numpy as np
 
 from gla_jax import models
 from gla_jax.explain import attention
+from gla_jax.explain import detection_map
+from gla_jax.explain import faithfulness
 from gla_jax.explain import loc_metrics
+from gla_jax.explain import localize
 from gla_jax.explain import perturbation
 from gla_jax.explain.compared_methods import (BASELINE, GLOBAL_LOCAL, describe,
                                               method_maps, method_names, split_name,
@@ -108,9 +112,11 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
   Args:
     model, variables: the network and its `{'params', 'batch_stats'}`.
     batches: evaluation batches of `batch_size` clips with 'video', 'mask',
-      'boxes', 'present', 'label', 'video_index' (padding rows, mask False,
+      'boxes', 'present', 'label', 'video_index' and 'frame_index' (int
+      [B, T], each frame's index in its video; padding rows, mask False,
       anywhere: the last batch's and an unreadable video's), e.g.
-      `eval_batches` of a split with ground-truth boxes; not closed here.
+      `eval_batches` of a split with ground-truth boxes with the frame indices
+      added (`localization_eval.gather_clips`); not closed here.
     wanted: how many clips to take (>= 1).
     batch_size: the clips of each batch.
     mean, std: `config.data`'s, normalising the uint8 clips on the device.
@@ -122,8 +128,9 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
 
   Returns:
     {'video' uint8 [N, T, S, S, 3], 'boxes' [N, T, 4], 'present' [N, T],
-    'label', 'video_index', 'target' (explained class), 'probability' (of
-    it) [N], 'maps' {method: [N, T, S, S]}}, numpy.
+    'frame_index' [N, T], 'label', 'video_index', 'target' (explained class),
+    'probability' (of it) [N], 'probabilities' (softmax) float32 [N, C],
+    'maps' {method: [N, T, S, S]}}, numpy.
   """
   parts: Dict[str, List[np.ndarray]] = {}
   bar = _bar(progress, total=math.ceil(wanted / batch_size), desc='loc_eval explain',
@@ -135,11 +142,13 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
                                          normalization, names=names, own_upsampling=own,
                                          chunk_size=chunk_size)
       rows = np.flatnonzero(np.asarray(batch['mask'], bool))[:wanted - collected]
-      probability = np.asarray(jax.nn.softmax(logits, axis=-1))
+      probability = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
       target = np.asarray(target)
       pieces = dict(video=batch['video'], boxes=batch['boxes'], present=batch['present'],
-                    label=batch['label'], video_index=batch['video_index'], target=target,
+                    frame_index=batch['frame_index'], label=batch['label'],
+                    video_index=batch['video_index'], target=target,
                     probability=probability[np.arange(len(target)), target],
+                    probabilities=probability,
                     **{f'map/{name}': value for name, value in maps.items()})
       for key, value in pieces.items():
         parts.setdefault(key, []).append(np.asarray(value)[rows])
@@ -153,35 +162,6 @@ def collect_clips(model: models.ResNeXt3D, variables: Dict[str, Any],
   clips['maps'] = {key[len('map/'):]: clips.pop(key) for key in list(clips)
                    if key.startswith('map/')}
   return clips
-
-
-def split_clips(video_index: Sequence[int], held_out_fraction: float, seed: int
-                ) -> Tuple[np.ndarray, np.ndarray]:
-  """Random (held-out, reported) clip indices, split by video; each part sorted and non-empty.
-
-  All clips of a video fall on one side (a threshold chosen on a video's clips
-  is not reported on other clips of the same video): `held_out_fraction` of
-  the videos, chosen with `seed`, are held out.
-
-  Args:
-    video_index: int [N], the video of each clip.
-
-  Raises:
-    ValueError: fewer than 2 videos, or a fraction outside (0, 1).
-  """
-  if not 0 < held_out_fraction < 1:
-    raise ValueError(f'config.localize.held_out_fraction={held_out_fraction}: use a fraction in '
-                     '(0, 1); both the held-out and the reported part need clips.')
-  video_index = np.asarray(video_index)
-  videos = np.unique(video_index)
-  if len(videos) < 2:
-    raise ValueError(f'{len(video_index)} clip(s) of {len(videos)} video(s): the threshold is '
-                     'chosen on held-out videos and reported on others, so at least 2 videos '
-                     'are needed: raise config.localize.max_clips (0 = the whole split).')
-  held = min(max(int(round(len(videos) * held_out_fraction)), 1), len(videos) - 1)
-  held_videos = np.random.default_rng(seed).permutation(videos)[:held]
-  in_held = np.isin(video_index, held_videos)
-  return np.flatnonzero(in_held), np.flatnonzero(~in_held)
 
 
 def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
@@ -215,14 +195,30 @@ def perturbation_curves(model: models.ResNeXt3D, variables: Dict[str, Any],
 # The verdict.
 # ----------------------------------------------------------------------------
 
-def metric_columns(iou_threshold: float) -> Tuple[Tuple[str, str, bool], ...]:
-  """(summary key, column title, higher is better) of the table's metrics."""
-  return ((f'loc_acc@{iou_threshold:g}', f'loc acc@{iou_threshold:g}', True),
-          ('mean_iou', 'mean IoU', True),
-          ('temporal_iou', 'temporal IoU', True),
-          ('pointing_game', 'pointing game', True),
-          ('deletion_auc', 'deletion AUC (lower better)', False),
-          ('insertion_auc', 'insertion AUC (higher better)', True))
+def metric_columns(settings: Mapping[str, Any]) -> Tuple[Tuple[str, str, bool], ...]:
+  """(summary key, column title, higher is better) of the table's metrics.
+
+  `settings` is `config.localize` (or a result's 'settings'): 'iou_threshold'
+  and, where given, 'frame_map_threshold' and 'video_map_thresholds'.
+  """
+  iou_threshold = float(settings['iou_threshold'])
+  columns = [(f'loc_acc@{iou_threshold:g}', f'loc acc@{iou_threshold:g}', True),
+             ('mean_iou', 'mean IoU', True),
+             ('temporal_iou', 'temporal IoU', True),
+             ('pointing_game', 'pointing game', True),
+             ('deletion_auc', 'deletion AUC (lower better)', False),
+             ('insertion_auc', 'insertion AUC (higher better)', True)]
+  if int(settings.get('road_clips', 0) or 0) > 0:
+    columns += [('road_morf', 'ROAD MoRF (lower better)', False),
+                ('road_lerf', 'ROAD LeRF (higher better)', True),
+                ('average_drop', 'average drop % (lower better)', False),
+                ('increase_in_confidence', 'increase in confidence %', True)]
+  if settings.get('frame_map_threshold') is not None:
+    threshold = float(settings['frame_map_threshold'])
+    columns.append((f'frame_map@{threshold:g}', f'frame-mAP@{threshold:g}', True))
+  for threshold in settings.get('video_map_thresholds') or ():
+    columns.append((f'video_map@{float(threshold):g}', f'video-mAP@{float(threshold):g}', True))
+  return tuple(columns)
 
 
 def _best_held_out(entry: Dict[str, Any]) -> float:
@@ -230,16 +226,16 @@ def _best_held_out(entry: Dict[str, Any]) -> float:
   return max(accuracies) if accuracies else -math.inf
 
 
-def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float,
+def verdict(methods: Dict[str, Dict[str, Any]], settings: Mapping[str, Any],
             suffix: str = '') -> Tuple[str, str]:
   """The best global-local fusion and a paragraph comparing it with last-layer Grad-CAM.
 
   The fusion is the one with the best localization accuracy on the held-out
   clips (the first of `AGGREGATIONS` on ties); the comparison is on the
   reported clips, metric by metric, and every number in it comes from
-  `methods` (`compare`'s entries: threshold_sweep's and 'constant_maps').
-  `suffix` ('' or '@<upsampling>', see `upsampling_suffix`) picks the
-  fusions and the baseline of one up-sampling.
+  `methods` (`compare`'s entries: threshold_sweep's and 'constant_maps'), on
+  the metrics of `metric_columns(settings)`. `suffix` ('' or '@<upsampling>',
+  see `upsampling_suffix`) picks the fusions and the baseline of one up-sampling.
 
   Returns:
     (method name, paragraph).
@@ -250,7 +246,7 @@ def verdict(methods: Dict[str, Dict[str, Any]], iou_threshold: float,
   ours, theirs = methods[best]['summary'], methods[baseline]['summary']
   better, worse, tied, missing = [], [], [], []
   primary = None
-  for key, title, higher in metric_columns(iou_threshold):
+  for key, title, higher in metric_columns(settings):
     a, b = ours[key], theirs[key]
     if math.isnan(a) or math.isnan(b):
       missing.append(title)
@@ -341,7 +337,9 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     'held_out_loc_acc' {threshold: accuracy}, 'summary'
     (`loc_metrics.summarize` of the reported clips: loc_acc@<iou>, mean_iou,
     temporal_iou, pointing_game, deletion_auc, insertion_auc, num_clips,
-    num_present_frames; NaN where undefined)},
+    num_present_frames, and `detection_metrics`' frame_map@<t> and
+    video_map@<t>; NaN where undefined), 'class_ap' (those mAPs' AP per
+    class: {key: {label: AP}})},
     plus 'method' (the registry name) and 'upsampling' of each},
     'order', 'baseline', 'best_global_local' (of the own up-sampling),
     'best_global_local_by_upsampling' {upsampling: method}, 'upsamplings'
@@ -357,7 +355,7 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
   own = own_upsampling(config)
   upsamplings = upsampling_order(tuple(settings.upsamplings), own)
   num_clips = len(clips['label'])
-  held_out, reported = split_clips(clips['video_index'], float(settings.held_out_fraction),
+  held_out, reported = loc_metrics.split_clips(clips['video_index'], float(settings.held_out_fraction),
                                    int(settings.seed))
 
   steps = int(settings.deletion_steps)
@@ -366,11 +364,20 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
                                 int(settings.batch_size), config.data.mean, config.data.std,
                                 progress) if curve_count else {})
 
+  road_count = min(int(settings.road_clips), len(reported))
+  road = (faithfulness.method_scores(
+      lambda index: target_probability(model, variables, int(clips['target'][index])), clips,
+      reported[:road_count], config.data.mean, config.data.std, int(settings.batch_size),
+      _bar(progress, total=road_count * len(clips['maps']), desc='loc_eval ROAD', unit='map'))
+          if road_count > 0 else {})
+
   def ground_truth(indices):
     return dict(boxes=clips['boxes'][indices], present=clips['present'][indices])
 
   iou_threshold = float(settings.iou_threshold)
   thresholds = tuple(float(t) for t in settings.thresholds)
+  frame_map_threshold = float(settings.frame_map_threshold)
+  video_map_thresholds = tuple(float(t) for t in settings.video_map_thresholds)
   methods, bar = {}, _bar(progress, total=len(order), desc='loc_eval thresholds', unit='method')
   for name in order:
     maps = clips['maps'][name]
@@ -388,14 +395,20 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
     # A constant map (all zeros after min-max) gives no box: say how often, e.g. layer4
     # has a single position on small clips.
     constant = maps.max(axis=(1, 2, 3)) <= maps.min(axis=(1, 2, 3))
+    # Frame-mAP and video-mAP of the reported clips, from the boxes at the chosen threshold.
+    boxes = localize.frame_boxes(maps[reported], entry['threshold'], settings.relative_to,
+                                 settings.policy)
+    maps_summary, class_ap = detection_map.detection_metrics(clips, reported, boxes, frame_map_threshold,
+                                               video_map_thresholds)
+    entry['summary'].update(maps_summary, **road.get(name, {}))
     method, upsampling = split_name(name, own)
     methods[name] = dict(description=describe(name), method=method, upsampling=upsampling,
-                         constant_maps=float(constant.mean()), **entry)
+                         constant_maps=float(constant.mean()), class_ap=class_ap, **entry)
     bar.update(1)
   bar.close()
   paragraphs, best_by_upsampling = [], {}
   for upsampling in upsamplings:
-    best_by_upsampling[upsampling], text = verdict(methods, iou_threshold,
+    best_by_upsampling[upsampling], text = verdict(methods, settings,
                                                    upsampling_suffix(upsampling, own))
     paragraphs.append(text)
   paragraphs += [upsampling_sentence(methods, iou_threshold, own, other)
@@ -410,7 +423,7 @@ def compare(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
       own_upsampling=own, verdict=' '.join(paragraphs), split=config.eval.split,
       num_clips=num_clips,
       held_out_clips=held_out.tolist(), reported_clips=reported.tolist(),
-      curve_clips=curve_count,
+      curve_clips=curve_count, road_clips=road_count,
       clip_accuracy=float(np.mean(clips['target'] == clips['label'])),
       clips=[dict(video_index=int(clips['video_index'][k]), label=int(clips['label'][k]),
                   target=int(clips['target'][k]), part=str(parts[k])) for k in range(num_clips)],

@@ -1,4 +1,4 @@
-"""Localization metrics against ground truth: box accuracy, mean IoU, pointing game, temporal IoU.
+"""Localization metrics against ground truth: box accuracy, IoU, pointing game, temporal IoU.
 
 Ground truth is boxes [..., T, 4] (x0, y0, x1, y1) in pixels with x1/y1
 exclusive, all -1 where the action is absent, and optionally `present`
@@ -7,7 +7,8 @@ frames only; a present frame without a predicted box is a miss (IoU 0).
 `summarize` pools the frame metrics over all present frames of all clips and
 averages the clip metrics (temporal IoU, the deletion/insertion AUCs of
 `perturbation`); `threshold_sweep` picks each method's box threshold on
-held-out clips and reports the others. Details: docs/design.md section 8.
+held-out clips (`split_clips`) and reports the others. Frame-mAP and
+video-mAP are `detection_map`'s. Details: docs/design.md section 8.
 
 References:
   Zhang et al. "Top-down Neural Attention by Excitation Backprop", ECCV 2016
@@ -16,7 +17,7 @@ References:
     CVPR 2020 (choose the threshold on held-out data, report on other data).
 """
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -322,3 +323,32 @@ def threshold_sweep(held_out: Mapping[str, Any], held_out_gt: Mapping[str, Any],
                        **evaluate_kwargs)
     report[method] = dict(threshold=best, held_out_loc_acc=accuracy, summary=summarize(results))
   return report
+
+
+def split_clips(video_index: Sequence[int], held_out_fraction: float, seed: int
+                ) -> Tuple[np.ndarray, np.ndarray]:
+  """Random (held-out, reported) clip indices, split by video; each part sorted and non-empty.
+
+  All clips of a video fall on one side (a threshold chosen on a video's clips
+  is not reported on other clips of the same video): `held_out_fraction` of
+  the videos, chosen with `seed`, are held out.
+
+  Args:
+    video_index: int [N], the video of each clip.
+
+  Raises:
+    ValueError: fewer than 2 videos, or a fraction outside (0, 1).
+  """
+  if not 0 < held_out_fraction < 1:
+    raise ValueError(f'config.localize.held_out_fraction={held_out_fraction}: use a fraction in '
+                     '(0, 1); both the held-out and the reported part need clips.')
+  video_index = np.asarray(video_index)
+  videos = np.unique(video_index)
+  if len(videos) < 2:
+    raise ValueError(f'{len(video_index)} clip(s) of {len(videos)} video(s): the threshold is '
+                     'chosen on held-out videos and reported on others, so at least 2 videos '
+                     'are needed: raise config.localize.max_clips (0 = the whole split).')
+  held = min(max(int(round(len(videos) * held_out_fraction)), 1), len(videos) - 1)
+  held_videos = np.random.default_rng(seed).permutation(videos)[:held]
+  in_held = np.isin(video_index, held_videos)
+  return np.flatnonzero(in_held), np.flatnonzero(~in_held)

@@ -4,7 +4,8 @@
 written as null; besides each method's numbers its 'method' and 'upsampling',
 and the result's 'upsamplings', 'own_upsampling' and
 'best_global_local_by_upsampling'), `comparison.md` the table (one row per
-method and up-sampling, best value per column in bold) and the verdict, and
+method and up-sampling, best value per column in bold; frame-mAP and video-mAP
+beside the localization metrics) and the verdict, and
 `clip_<k>.png` every method's map of a reported clip with its predicted boxes
 in white and the ground truth in green. `comparison.png` plots each method's
 held-out accuracy against the box threshold (dashed: the up-samplings other than
@@ -45,8 +46,8 @@ def markdown(result: Dict[str, Any]) -> str:
   Each row names its up-sampling (`compare`'s entries' 'upsampling'; empty
   for a result without one).
   """
-  methods, iou_threshold = result['methods'], result['settings']['iou_threshold']
-  columns = comparison.metric_columns(iou_threshold)
+  methods = result['methods']
+  columns = comparison.metric_columns(result['settings'])
   best_values = {}
   for key, _, higher in columns:
     values = [m['summary'][key] for m in methods.values() if not math.isnan(m['summary'][key])]
@@ -58,9 +59,11 @@ def markdown(result: Dict[str, Any]) -> str:
       (f'{result["num_clips"]} clips of the `{result["split"]}` split: box thresholds chosen on '
        f'{len(result["held_out_clips"])} held-out clips, metrics on the other '
        f'{len(result["reported_clips"])}; deletion/insertion on {result["curve_clips"]} of them '
-       f'({result["settings"]["deletion_steps"]} steps). Every method explains the predicted '
+       f'({result["settings"]["deletion_steps"]} steps)'
+       + (f', ROAD and average drop on {result["road_clips"]}' if result.get('road_clips') else '')
+       + f'. Every method explains the predicted '
        f'class (clip accuracy {result["clip_accuracy"]:.3f}).'
-       + _upsampling_note(result)),
+       + _detection_note(result['settings']) + _upsampling_note(result)),
       '',
       '| method | up-sampling | what | threshold | '
       + ' | '.join(title for _, title, _ in columns) + ' |',
@@ -74,6 +77,16 @@ def markdown(result: Dict[str, Any]) -> str:
                  f'{entry["threshold"]:g} | ' + ' | '.join(cells) + ' |')
   lines += ['', f'**Verdict.** {result["verdict"]}', '']
   return '\n'.join(lines)
+
+
+def _detection_note(settings: Dict[str, Any]) -> str:
+  """The sentence on frame-mAP and video-mAP, '' for a result without them."""
+  if settings.get('frame_map_threshold') is None:
+    return ''
+  return (' Frame-mAP: a detection per frame with a box, labelled with the explained class and '
+          "scored with the clip's probability of it; video-mAP: one tube per video from its "
+          'clips\' boxes, labelled and scored with the highest mean class probability over its '
+          'clips (VOC AP per class, over the reported videos).')
 
 
 def _upsampling_note(result: Dict[str, Any]) -> str:

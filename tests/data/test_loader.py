@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from gla_jax import validation
 from gla_jax.data import bad_data
 from gla_jax.data import loader
 from gla_jax.data import read_tasks
@@ -315,3 +316,37 @@ def test_eval_clips_leave_out_what_another_process_could_not_read(monkeypatch):
       -(-len(clips) // 8)
   video_index = np.concatenate([b['video_index'][b['mask']] for b in batches])
   np.testing.assert_array_equal(video_index, clips[:, 0])
+
+
+def test_random_labels_replace_training_labels_only():
+  """Adebayo et al.'s data randomisation: a fixed random label per training video."""
+  config = small_data.config(workers=0, random_labels_seed=5)
+  true_config = small_data.config(workers=0)
+  dataset = sources.create_source(config, 'train').dataset
+  expected = read_tasks.random_labels(5, len(dataset), len(dataset.class_names))
+  batches = _take(loader.train_batches(config, batch_size=5, seed=1), 4)   # 2 epochs of 10.
+  true_batches = _take(loader.train_batches(true_config, batch_size=5, seed=1), 4)
+  video_index = np.concatenate([b['video_index'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  true_labels = np.array([dataset[int(v)]['label'] for v in video_index])
+  np.testing.assert_array_equal(labels, expected[video_index])   # The same in both epochs.
+  np.testing.assert_array_equal(np.concatenate([b['label'] for b in true_batches]), true_labels)
+  assert (labels != true_labels).sum() >= 3
+  for random_batch, true_batch in zip(batches, true_batches):   # Only the labels change.
+    np.testing.assert_array_equal(random_batch['video'], true_batch['video'])
+  resumed = next(loader.train_batches(config, batch_size=5, seed=1, start_step=3))
+  np.testing.assert_array_equal(resumed['label'], batches[3]['label'])
+  evaluated = next(loader.eval_batches(config, 'eval', 5))
+  truth = next(loader.eval_batches(true_config, 'eval', 5))
+  np.testing.assert_array_equal(evaluated['label'], truth['label'])
+
+
+def test_random_labels_are_balanced_seeded_and_checked():
+  labels = read_tasks.random_labels(0, 20, 8)
+  assert labels.dtype == np.int32 and sorted(np.bincount(labels, minlength=8)) == [2] * 4 + [3] * 4
+  np.testing.assert_array_equal(labels, read_tasks.random_labels(0, 20, 8))
+  assert not np.array_equal(labels, read_tasks.random_labels(1, 20, 8))
+  with pytest.raises(ValueError, match='random_labels_seed'):
+    read_tasks.random_labels(-1, 20, 8)
+  with pytest.raises(ValueError, match=r'config.data.random_labels_seed=-2.*-1 = the true'):
+    validation.validate_data(small_data.config(random_labels_seed=-2))

@@ -7,7 +7,10 @@ import time
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
+from scipy import stats
 
+from gla_jax.data import natural_images
 from gla_jax.data import synthetic
 from gla_jax.data import synthetic_scenes
 from gla_jax.data import synthetic_settings
@@ -15,6 +18,7 @@ from tests.data import decoding
 
 SMALL = synthetic_settings.SyntheticConfig(height=64, width=64)
 TINY = synthetic_settings.SyntheticConfig(height=32, width=32)
+NATURAL = synthetic_settings.SyntheticConfig.natural(num_frames=8, height=32, width=32)
 NUM_CLASSES = len(synthetic_settings.CLASS_NAMES)
 
 
@@ -72,8 +76,11 @@ def test_every_class_appears_and_labels_balanced():
 
 @pytest.mark.parametrize('config', [
     SMALL, TINY, synthetic_settings.SyntheticConfig.hard(height=64, width=64),
-    synthetic_settings.SyntheticConfig.hard(height=32, width=32)],
-    ids=['64', '32', 'hard64', 'hard32'])
+    synthetic_settings.SyntheticConfig.hard(height=32, width=32),
+    synthetic_settings.SyntheticConfig.natural(height=64, width=64), NATURAL,
+    synthetic_settings.SyntheticConfig.natural(height=32, width=32, noise_std=12.0,
+                                               moving_distractors=False)],
+    ids=['64', '32', 'hard64', 'hard32', 'natural64', 'natural32', 'natural_static_noisy'])
 def test_boxes_are_the_box_of_the_pixels_the_actor_changes(config):
   for index in range(3 * NUM_CLASSES):
     clip = synthetic.generate_clip(config, index, 'train')
@@ -275,7 +282,9 @@ def test_generation_speed(capsys):
   results = []
   for name, config, count in (('default 16x112x112', synthetic_settings.SyntheticConfig(), 100),
                               ('hard 16x112x112', synthetic_settings.SyntheticConfig.hard(), 30),
-                              ('default 16x32x32', TINY, 100)):
+                              ('default 16x32x32', TINY, 100),
+                              ('natural 16x112x112', synthetic_settings.SyntheticConfig.natural(), 30),
+                              ('natural 8x32x32', NATURAL, 100)):
     synthetic.generate_clip(config, 0)
     begin = time.perf_counter()
     for i in range(count):
@@ -283,3 +292,196 @@ def test_generation_speed(capsys):
     results.append(f'{name}: {count / (time.perf_counter() - begin):.0f} clips/s')
   with capsys.disabled():
     print('\nsynthetic generation, one core: ' + '; '.join(results))
+
+
+# ------------------------------------------------------------------------------
+# The 'natural' difficulty: photographs, a moving camera, textured shapes.
+# ------------------------------------------------------------------------------
+
+
+def test_every_photo_loads_offline(monkeypatch):
+  """Each photograph is read from the installed package: any network access fails here."""
+  import socket
+
+  def refuse(*args, **kwargs):
+    raise AssertionError('a photograph tried to reach the network')
+
+  monkeypatch.setattr(socket.socket, 'connect', refuse)
+  monkeypatch.setattr(socket, 'create_connection', refuse)
+  natural_images.original.cache_clear()
+  natural_images.photo.cache_clear()
+  for name in natural_images.PHOTO_NAMES:
+    image = natural_images.original(name)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, name
+    assert min(image.shape[:2]) >= 200, name
+    # Colour and texture: the channels differ and the picture is not flat.
+    chroma = image.max(axis=-1).astype(np.int16) - image.min(axis=-1)
+    assert image.std() > 10 and chroma.mean() > 3, name
+    resized = natural_images.photo(name, 32)
+    assert min(resized.shape[:2]) == 64 and not resized.flags.writeable, name
+    ratio = image.shape[1] / image.shape[0]
+    assert abs(resized.shape[1] / resized.shape[0] - ratio) < 0.05, name
+  with pytest.raises(ValueError, match='photograph'):
+    natural_images.original('lena')
+
+
+def test_natural_clips_are_deterministic_across_photo_reloads():
+  first = synthetic.generate_clip(NATURAL, 3, 'val')
+  natural_images.original.cache_clear()
+  natural_images.photo.cache_clear()
+  again = synthetic.generate_clip(NATURAL, 3, 'val')
+  for key in ('video', 'boxes', 'present', 'segment'):
+    np.testing.assert_array_equal(getattr(first, key), getattr(again, key))
+  assert not np.array_equal(first.video, synthetic.generate_clip(NATURAL, 4, 'val').video)
+  assert not np.array_equal(first.video, synthetic.generate_clip(NATURAL, 3, 'train').video)
+  # Actor never in the whole clip: distractors move like actors, its segment tells it apart.
+  segments = [tuple(synthetic.generate_clip(NATURAL, i).segment) for i in range(16)]
+  assert all(s != (0, NATURAL.num_frames) for s in segments)
+
+
+def test_camera_pans_as_its_path_says():
+  """Frame 4 of the bare camera is frame 0 shifted by the path's pan (scipy's shift)."""
+  config = synthetic_settings.SyntheticConfig.natural(
+      height=64, width=64, num_distractors=0, camera_pan_speed=(0.04, 0.04),
+      camera_zoom_speed=(0.0, 0.0))
+  for index in range(4):
+    params = synthetic_scenes.sample_params(config, index)
+    video = synthetic.render(params, draw_actor=False)[0].astype(np.float32).mean(axis=-1)
+    camera = params.camera
+    np.testing.assert_allclose(camera.scale, camera.scale[0])
+    expected = -(camera.center[4] - camera.center[0]) / camera.scale[0]  # frame pixels
+    assert np.linalg.norm(expected) > 0.04 * 64 * 4 * 0.9  # the pan is not lowered here
+    centre = slice(16, 48)  # inside the view of both frames
+
+    def error(shift_xy):
+      moved = ndimage.shift(video[0], (shift_xy[1], shift_xy[0]), order=1, mode='nearest')
+      return np.abs(moved - video[4])[centre, centre].mean()
+
+    best = error(expected)
+    assert best < 0.5 * error((0.0, 0.0)), index
+    # A pixel off in any direction matches worse: the pan is right to within a pixel.
+    for step in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+      assert best < error(expected + np.array(step)), (index, step)
+
+
+def test_camera_zooms_as_its_path_says():
+  """Frame t is frame 0 magnified by scale[0] / scale[t] about the centre."""
+  config = synthetic_settings.SyntheticConfig.natural(
+      height=64, width=64, num_distractors=0, camera_pan_speed=(0.0, 0.0),
+      camera_zoom_speed=(0.03, 0.03))
+  for index in range(4):
+    params = synthetic_scenes.sample_params(config, index)
+    video = synthetic.render(params, draw_actor=False)[0].astype(np.float32)
+    scale = params.camera.scale
+    np.testing.assert_allclose(abs(np.log(scale[-1] / scale[0])), 0.03 * 15, rtol=1e-6)
+    magnification = scale[0] / scale[-1]
+    zoomed = cv2.warpAffine(video[0], cv2.getRotationMatrix2D((31.5, 31.5), 0, magnification),
+                            (64, 64), flags=cv2.INTER_LINEAR)
+    centre = slice(16, 48)  # inside the view of both frames
+    error = np.abs(zoomed - video[-1])[centre, centre].mean()
+    unzoomed = np.abs(video[0] - video[-1])[centre, centre].mean()
+    assert error < 0.35 * unzoomed, (index, error, unzoomed)
+
+
+def test_default_natural_camera_always_moves():
+  config = synthetic_settings.SyntheticConfig.natural(height=32, width=32, num_distractors=0)
+  for index in range(16):
+    params = synthetic_scenes.sample_params(config, index)
+    camera = params.camera
+    pan = np.linalg.norm(camera.center[-1] - camera.center[0]) / camera.scale.mean()
+    zoom = abs(math.log(camera.scale[-1] / camera.scale[0]))
+    assert pan > 0.01 * 32 * 15 * 0.5 or zoom > 0.01 * 15 * 0.5, index
+    frames = synthetic.render(params, draw_actor=False)[0].astype(np.int16)
+    assert np.abs(frames[-1] - frames[0]).mean() > 2, index
+
+
+def test_texture_is_glued_to_the_shape():
+  """Actor pixels are the photo at the inverse of the shape's pose (map_coordinates here)."""
+  config = synthetic_settings.SyntheticConfig.natural(height=64, width=64)
+  for index in range(NUM_CLASSES):
+    clip = synthetic.generate_clip(config, index)
+    actor = clip.params.actor
+    photo = natural_images.photo(actor.texture.photo, 64).astype(np.float64)
+    masks = actor_masks(clip.params)
+    for t in np.flatnonzero(clip.present):
+      inner = cv2.erode(masks[t].astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+      ys, xs = np.nonzero(inner)
+      offset = np.stack([xs, ys], axis=-1) - actor.center[t]  # [N, 2]
+      cos, sin = math.cos(actor.angle[t]), math.sin(actor.angle[t])
+      unit = np.stack([cos * offset[:, 0] + sin * offset[:, 1],
+                       -sin * offset[:, 0] + cos * offset[:, 1]], -1) / actor.radius[t]
+      source = np.asarray(actor.texture.origin) + actor.texture.scale * unit  # (x, y)
+      expected = np.stack([ndimage.map_coordinates(photo[..., c], [source[:, 1], source[:, 0]],
+                                                   order=1, mode='mirror') for c in range(3)], -1)
+      error = np.abs(clip.video[t][ys, xs] - expected).mean()
+      assert error < 1.5, (index, t, error)
+
+
+def _shape_colours(clip, config):
+  """Mean RGB of the actor (first present frame) and of each distractor (frame 0)."""
+  side = config.height
+  actor_frame = int(np.flatnonzero(clip.present)[0])
+  actor = clip.video[actor_frame][actor_masks(clip.params)[actor_frame]].mean(axis=0)
+  bare = synthetic.render(clip.params, draw_actor=False)[0][0]
+  masks = []
+  for track in clip.params.moving_distractors:
+    mask = np.zeros((side, side), np.uint8)
+    cv2.fillPoly(mask, [np.rint(track.polygons()[0]).astype(np.int32)], 1)
+    masks.append(mask.astype(bool))
+  colours = []
+  for i, mask in enumerate(masks):
+    own = mask & ~np.any(masks[i + 1:], axis=0) if i + 1 < len(masks) else mask
+    own = cv2.erode(own.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if own.sum() >= 10:
+      colours.append(bare[own].mean(axis=0))
+  return actor, colours
+
+
+def test_actor_and_distractors_share_the_texture_pool():
+  config = synthetic_settings.SyntheticConfig.natural(num_frames=8, height=48, width=48)
+  actor_photos, distractor_photos, actor_colours, distractor_colours = [], [], [], []
+  for index in range(120):
+    clip = synthetic.generate_clip(config, index)
+    params = clip.params
+    shapes = (params.actor,) + params.moving_distractors
+    # A shape is never cut from the photograph it moves over.
+    assert all(track.texture.photo != params.camera.photo for track in shapes)
+    actor_photos.append(params.actor.texture.photo)
+    distractor_photos += [track.texture.photo for track in params.moving_distractors]
+    actor, distractors = _shape_colours(clip, config)
+    actor_colours.append(actor)
+    distractor_colours += distractors
+  names = natural_images.PHOTO_NAMES
+  table = np.array([[actor_photos.count(n) for n in names],
+                    [distractor_photos.count(n) for n in names]])
+  assert np.all(table > 0)  # every photograph serves both
+  assert stats.chi2_contingency(table).pvalue > 0.01
+  actor_colours, distractor_colours = np.array(actor_colours), np.array(distractor_colours)
+  assert len(distractor_colours) > 150
+  for channel in range(3):
+    assert stats.ks_2samp(actor_colours[:, channel], distractor_colours[:, channel]).pvalue > 0.01
+  # And the pool is varied: shapes are not one colour.
+  assert actor_colours.std(axis=0).min() > 20 and distractor_colours.std(axis=0).min() > 20
+
+
+def test_natural_settings_errors():
+  with pytest.raises(ValueError, match='natural_images=True'):
+    synthetic_settings.SyntheticConfig(camera_pan_speed=(0.0, 0.02))
+  with pytest.raises(ValueError, match='camera_zoom_speed'):
+    synthetic_settings.SyntheticConfig.natural(camera_zoom_speed=(0.03, 0.01))
+  assert synthetic_settings.DIFFICULTIES['natural'].natural_images
+  flat = synthetic.generate_clip(TINY, 0).params.actor
+  with pytest.raises(ValueError, match='no texture'):
+    flat.texture_affines()
+
+
+def test_natural_long_video_stays_inside_the_photo():
+  config = synthetic_settings.SyntheticConfig.natural(height=32, width=32)
+  clip = synthetic.generate_video(config, 1, num_frames=96)
+  camera = clip.params.camera
+  photo_height, photo_width = natural_images.photo(camera.photo, 32).shape[:2]
+  half = camera.scale[:, None] * np.array([16.0, 16.0])
+  assert np.all(camera.center - half >= -1e-6)
+  assert np.all(camera.center + half <= np.array([photo_width, photo_height]) + 1e-6)
+  masks = actor_masks(clip.params)
+  np.testing.assert_array_equal(masks.any(axis=(1, 2)), clip.present)

@@ -14,17 +14,19 @@ from gla_jax.outputs import reports
 from tests.outputs import events
 
 KEYS = ('loc_acc@0.5', 'mean_iou', 'temporal_iou', 'pointing_game', 'deletion_auc',
-        'insertion_auc')
+        'insertion_auc', 'frame_map@0.5', 'video_map@0.2', 'video_map@0.5')
 
 
 def _result():
   def entry(value, deletion):
     summary = dict.fromkeys(KEYS, value)
     summary.update(deletion_auc=deletion, insertion_auc=math.nan)
+    summary['video_map@0.5'] = 1 - value
     return dict(description='d', threshold=0.5, summary=summary)
   return dict(methods={comparison.BASELINE: entry(0.25, 0.2), 'global-local:mean': entry(0.5, 0.3)},
               order=[comparison.BASELINE, 'global-local:mean'], settings=dict(
-                  iou_threshold=0.5, deletion_steps=4), num_clips=4, split='eval',
+                  iou_threshold=0.5, deletion_steps=4, frame_map_threshold=0.5,
+                  video_map_thresholds=(0.2, 0.5)), num_clips=4, split='eval',
               held_out_clips=[0], reported_clips=[1, 2, 3], curve_clips=1, clip_accuracy=0.5,
               verdict='Fine.')
 
@@ -36,7 +38,10 @@ def test_markdown_bolds_the_best_of_each_column():
   baseline, fusion = rows
   assert '| **0.200** |' in baseline and '| 0.300 |' in fusion     # deletion: lower is better
   assert '| **0.500** |' in fusion and '| 0.250 |' in baseline
-  assert baseline.endswith('| n/a |')
+  assert baseline.endswith('| n/a | 0.250 | 0.250 | **0.750** |')     # frame- and video-mAP
+  assert fusion.endswith('| n/a | **0.500** | **0.500** | 0.500 |')
+  assert '| frame-mAP@0.5 | video-mAP@0.2 | video-mAP@0.5 |' in table
+  assert 'Frame-mAP: a detection per frame with a box' in table
   assert table.rstrip().endswith('**Verdict.** Fine.')
 
 
