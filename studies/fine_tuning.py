@@ -163,10 +163,7 @@ def markdown(rows: List[Dict[str, Any]], differences: List[Dict[str, Any]],
            '| arm | validation clip accuracy, mean ± std (seeds) | parameters | step time (s) |',
            '| --- | --- | --- | --- |']
   for row in rows:
-    each = ', '.join(f'{a:.3f}' for a in row['clip_accuracies'])
-    lines.append(f'| {row["arm"]} | {row["clip_accuracy_mean"]:.3f} ± '
-                 f'{number(row["clip_accuracy_std"])} ({each}) | {row["parameters"]:,} | '
-                 f'{row["step_time_s"]:.3f} |')
+    lines.append(f'| {row["arm"]} | {gated_vs_plain.accuracy_cells(row)} |')
   if differences:
     lines += ['', 'Differences of validation clip accuracy, Welch\'s unequal-variance t-test '
               '(two-sided):', '',

@@ -117,6 +117,14 @@ def compare(rows: List[Dict[str, Any]], confidence: float = 0.95) -> List[Dict[s
   return differences
 
 
+def accuracy_cells(row: Dict[str, Any]) -> str:
+  """A summary row's markdown cells: accuracy mean ± std (each seed's), parameters, step time."""
+  each = ', '.join(f'{a:.3f}' for a in row['clip_accuracies'])
+  spread = statistics.format_number(row['clip_accuracy_std'])
+  return (f'{row["clip_accuracy_mean"]:.3f} ± {spread} ({each}) | {row["parameters"]:,} | '
+          f'{row["step_time_s"]:.3f}')
+
+
 def markdown(rows: List[Dict[str, Any]], differences: List[Dict[str, Any]], command: str,
              localization_tables: Optional[Dict[str, str]] = None) -> str:
   """The accuracy table, the gated - plain test per difficulty, links to the gate maps' tables."""
@@ -124,10 +132,7 @@ def markdown(rows: List[Dict[str, Any]], differences: List[Dict[str, Any]], comm
            '| difficulty | model | validation clip accuracy, mean ± std (seeds) | parameters '
            '| step time (s) |', '| --- | --- | --- | --- | --- |']
   for row in rows:
-    each = ', '.join(f'{a:.3f}' for a in row['clip_accuracies'])
-    lines.append(f'| {row["difficulty"]} | {row["model"]} | {row["clip_accuracy_mean"]:.3f} ± '
-                 f'{row["clip_accuracy_std"]:.3f} ({each}) | {row["parameters"]:,} | '
-                 f'{row["step_time_s"]:.3f} |')
+    lines.append(f'| {row["difficulty"]} | {row["model"]} | {accuracy_cells(row)} |')
   if differences:
     lines += ['', 'Gated - plain validation clip accuracy, Welch\'s unequal-variance t-test '
               '(two-sided):', '',
