@@ -214,12 +214,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   all_arms = [arm_name(model, init) for model, init in ARMS]
   parser.add_argument('--arms', default=','.join(all_arms),
                       help='comma-separated arms to run (default: all four)')
-  parser.add_argument('--loc_eval', action=argparse.BooleanOptionalAction, default=True,
-                      help='localization of seed 0 of each arm (<run>/loc_eval/comparison.md)')
-  parser.add_argument('--loc_clips', type=int, default=32,
-                      help='evaluation clips of that comparison (localize.max_clips)')
-  parser.add_argument('--loc_deletion_steps', type=int, default=5,
-                      help='deletion/insertion curve steps there (localize.deletion_steps)')
+  gated_vs_plain.add_localization_arguments(
+      parser, 'localization of seed 0 of each arm (<run>/loc_eval/comparison.md)')
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error('--seeds must be >= 1.')

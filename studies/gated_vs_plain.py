@@ -158,6 +158,16 @@ def localization_config(config: ml_collections.ConfigDict, max_clips: int,
   return config
 
 
+def add_localization_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+  """--loc_eval (`what` it runs), --loc_clips and --loc_deletion_steps (`localization_config`)."""
+  parser.add_argument('--loc_eval', action=argparse.BooleanOptionalAction, default=True,
+                      help=what)
+  parser.add_argument('--loc_clips', type=int, default=32,
+                      help='evaluation clips of that comparison (localize.max_clips)')
+  parser.add_argument('--loc_deletion_steps', type=int, default=5,
+                      help='deletion/insertion curve steps there (localize.deletion_steps)')
+
+
 def evaluate_localization(config: ml_collections.ConfigDict, workdir: str) -> str:
   """`localization_eval.run` on `workdir`'s weights unless its table exists; the table's path."""
   table = os.path.join(workdir, comparison_report.OUTPUT_DIR, comparison_report.MARKDOWN_FILE)
@@ -175,13 +185,8 @@ def main(argv=None) -> List[Dict[str, Any]]:
                       help='training steps of every run; 0 = the config\'s num_steps')
   parser.add_argument('--difficulties', default=DEFAULT_DIFFICULTY,
                       help=f'comma-separated, of {",".join(DIFFICULTIES)}')
-  parser.add_argument('--loc_eval', action=argparse.BooleanOptionalAction, default=True,
-                      help='compare the localization methods, gates included, on the gated '
-                           'model of seed 0 (<run>/loc_eval/comparison.md)')
-  parser.add_argument('--loc_clips', type=int, default=32,
-                      help='evaluation clips of that comparison (localize.max_clips)')
-  parser.add_argument('--loc_deletion_steps', type=int, default=5,
-                      help='deletion/insertion curve steps there (localize.deletion_steps)')
+  add_localization_arguments(parser, 'compare the localization methods, gates included, on the '
+                             'gated model of seed 0 (<run>/loc_eval/comparison.md)')
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error('--seeds must be >= 1.')
