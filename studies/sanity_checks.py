@@ -229,8 +229,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   args = parser.parse_args(argv)
   if args.clips < 1 or args.steps < 0:
     parser.error('--clips must be >= 1 and --steps >= 0.')
-  loaded = model_loading.load_model(
-      args.trained, config=config_from_file(args.config) if args.config else None)
+  try:
+    loaded = model_loading.load_model(
+        args.trained, config=config_from_file(args.config) if args.config else None)
+  except (FileNotFoundError, ValueError) as error:   # a wrong --trained or --config
+    parser.error(str(error))
   config, model, variables = loaded.config, loaded.model, loaded.variables
   video = read_clips(config, args.clips)
   print(f'Explaining {len(video)} clips with the trained weights of {loaded.source}', flush=True)

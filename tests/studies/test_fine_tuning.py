@@ -1,6 +1,5 @@
 """The pretrain -> fine-tune study (studies/fine_tuning.py): tables, statistics, initialisation."""
 import json
-import os
 
 import jax
 import ml_collections

@@ -79,3 +79,11 @@ def test_study_runs_end_to_end(tmp_path):
     assert expected == pytest.approx(np.mean(rhos), abs=1e-9)
   else:
     assert expected is None
+
+
+def test_weights_that_are_not_there_end_with_one_message(tmp_path, capsys):
+  with pytest.raises(SystemExit) as stopped:
+    sanity_checks.main(['--workdir', str(tmp_path / 'out'), '--trained', str(tmp_path / 'nope')])
+  assert stopped.value.code == 2
+  error = capsys.readouterr().err
+  assert 'holds no weights' in error and 'Traceback' not in error
