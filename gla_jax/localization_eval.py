@@ -17,17 +17,15 @@ the methods' threshold sweeps.
 """
 import functools
 import logging
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import ml_collections
-import numpy as np
 
 from gla_jax import models
 from gla_jax import parallel
 from gla_jax import weights
 from gla_jax.data import loader
-from gla_jax.data import sampling
 from gla_jax.data import sources
 from gla_jax.data import storage
 from gla_jax.explain import comparison
@@ -41,43 +39,16 @@ def _progress() -> Callable[..., Any]:
   return functools.partial(reports.progress, enabled=jax.process_index() == 0)
 
 
-def clip_frame_indices(source: sources.Source, data_config: ml_collections.ConfigDict,
-                       clips: np.ndarray) -> np.ndarray:
-  """Each frame's index in its video of the clips `clips` (`loader.eval_clips`): int32 [K, T].
-
-  As the evaluation reads them (`sampling.eval_frame_indices`): the last clip
-  of a video is loop-padded, so its frames repeat.
-  """
-  clip_frames, stride = int(data_config.num_frames), int(data_config.frame_stride)
-  counts = {int(video): source.num_frames(int(video)) for video in np.unique(clips[:, 0])}
-  indices = [sampling.eval_frame_indices(counts[int(video)], int(start), clip_frames, stride)
-             for video, start in clips]
-  return np.asarray(indices, np.int32).reshape(-1, clip_frames)
-
-
-def with_frame_indices(batches: Iterable[Dict[str, np.ndarray]], frame_index: np.ndarray,
-                       batch_size: int) -> Iterator[Dict[str, np.ndarray]]:
-  """`loader.eval_batches`' batches with 'frame_index' [B, T] (-1 past the last clip).
-
-  Row r of batch b is clip b * batch_size + r of `frame_index`'s order, that of
-  `loader.eval_clips` (one process reads every row).
-  """
-  for number, batch in enumerate(batches):
-    rows = np.full((batch_size, frame_index.shape[1]), -1, np.int32)
-    part = frame_index[number * batch_size:(number + 1) * batch_size]
-    rows[:len(part)] = part
-    yield dict(batch, frame_index=rows)
-
-
 def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
                  variables: Dict[str, Any], mesh: Optional[jax.sharding.Mesh] = None
                  ) -> Dict[str, Any]:
   """Explains the clips of `config.eval.split`'s subset for `localize.max_clips` (0: all).
 
   Whole videos round-robin over the classes, chosen with `localize.seed`;
-  padding rows (mask False) are left out. Each clip's frames are numbered in
-  its video (`clip_frame_indices`), for frame-mAP and video-mAP. Each batch is split over `mesh`
-  (default: this process's devices), its rows padded to a multiple of them.
+  padding rows (mask False) are left out. Each clip's frames keep their index
+  in the video (the batches' 'frame_index'), for frame-mAP and video-mAP. Each
+  batch is split over `mesh` (default: this process's devices), its rows padded
+  to a multiple of them.
 
   Returns:
     `comparison.collect_clips`'s output.
@@ -96,7 +67,6 @@ def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
   wanted = len(planned)
   if wanted < 1:
     raise ValueError(f'The {split!r} split has no clips to evaluate.')
-  frame_index = clip_frame_indices(source, config.data, planned)
   batch_size = int(settings.batch_size)
   mesh = mesh or parallel.make_local_mesh()
   variables = parallel.replicate({key: variables[key] for key in ('params', 'batch_stats')},
@@ -104,8 +74,7 @@ def gather_clips(config: ml_collections.ConfigDict, model: models.ResNeXt3D,
   batches = loader.eval_batches(config.data, split, batch_size, max_clips=max_clips, seed=seed)
   try:
     return comparison.collect_clips(
-        model, variables, (parallel.shard_local_batch(batch, mesh)
-                           for batch in with_frame_indices(batches, frame_index, batch_size)),
+        model, variables, (parallel.shard_local_batch(batch, mesh) for batch in batches),
         wanted, batch_size, config.data.mean, config.data.std, config.explain.pooling,
         config.explain.normalization, progress=_progress(),
         names=comparison.compared_names(config, model), own=comparison.own_upsampling(config),

@@ -24,7 +24,6 @@ from gla_jax.explain import localize
 from gla_jax.explain import perturbation
 from gla_jax.models import building
 from gla_jax.outputs import comparison_report
-from tests.data import small_data
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 METRICS = ('loc_acc@0.5', 'mean_iou', 'temporal_iou', 'pointing_game', 'deletion_auc',
@@ -399,25 +398,3 @@ def test_progress_bars_over_the_curves_and_the_methods(compared, monkeypatch):
   assert 'ROAD MoRF (lower better)' in table and 'ROAD and average drop on 2' in table
   # loc_eval's bars are shown by process 0 only.
   assert localization_eval._progress().keywords == {'enabled': jax.process_index() == 0}
-
-
-def test_clip_frames_are_numbered_in_their_video():
-  """A video's last clip is loop-padded as the loader reads it; padding rows get -1."""
-  config = tiny.get_config()          # 8-frame clips, frame_stride 1
-  source = small_data.ClassSortedSource(num_classes=2, per_class=1, frame_counts=[8, 12])
-  planned = loader.eval_clips(source, config.data)
-  np.testing.assert_array_equal(planned, [[0, 0], [1, 0], [1, 8]])
-  frame_index = localization_eval.clip_frame_indices(source, config.data, planned)
-  np.testing.assert_array_equal(frame_index, [list(range(8)), list(range(8)),
-                                              [8, 9, 10, 11, 8, 9, 10, 11]])
-  with config.unlocked():
-    config.data.frame_stride = 2      # clips every other frame: one clip per video here
-  planned = loader.eval_clips(source, config.data)
-  np.testing.assert_array_equal(
-      localization_eval.clip_frame_indices(source, config.data, planned),
-      [[0, 2, 4, 6, 0, 2, 4, 6], [0, 2, 4, 6, 8, 10, 0, 2]])
-  batches = [dict(mask=np.ones(2, bool)), dict(mask=np.array([True, False]))]
-  numbered = list(localization_eval.with_frame_indices(iter(batches), frame_index, 2))
-  np.testing.assert_array_equal(numbered[0]['frame_index'], frame_index[:2])
-  np.testing.assert_array_equal(numbered[1]['frame_index'], [frame_index[2], [-1] * 8])
-  assert numbered[1]['mask'].tolist() == [True, False]

@@ -17,6 +17,9 @@ Batch format (a dict of numpy arrays, the same for every source and split):
                                         flip; -1 where absent
   present      bool [B, T]              with `boxes`: the actor is visible in the
                                         crop (False also where the crop cut it out)
+  frame_index  int32 [B, T]             evaluation batches only: each frame's index
+                                        in its video (a loop-padded last clip
+                                        repeats frames), -1 on padding rows
 T = `num_frames`, S = `crop_size`. With `process_count` P > 1 each process gets
 its B / P rows of the global batch. The rows of training step s are a function
 of (seed, s) only (epoch permutations from (seed, epoch), augmentation from
@@ -89,12 +92,15 @@ def _iterate(dataset: grain.IterDataset) -> Iterator[Batch]:
     iterator.close()
 
 
-def _empty_batch(rows: int, transform: sampling.ClipTransform, has_boxes: bool) -> Batch:
+def _empty_batch(rows: int, transform: sampling.ClipTransform, has_boxes: bool,
+                 frame_index: bool = False) -> Batch:
   size, frames = transform.crop_size, transform.num_frames
   batch = dict(video=np.zeros((rows, frames, size, size, 3), np.uint8),
                label=np.zeros(rows, np.int32),
                video_index=np.full(rows, -1, np.int32),
                mask=np.zeros(rows, bool))
+  if frame_index:
+    batch['frame_index'] = np.full((rows, frames), -1, np.int32)
   if has_boxes:
     batch.update(boxes=np.full((rows, frames, 4), -1, np.float32),
                  present=np.zeros((rows, frames), bool))
@@ -106,6 +112,8 @@ def _fill_row(batch: Batch, row: int, example: sampling.Example, video_index: in
   batch['label'][row] = example['label']
   batch['video_index'][row] = video_index
   batch['mask'][row] = True
+  if 'frame_index' in batch:
+    batch['frame_index'][row] = example['frame_index']
   if 'boxes' in batch:
     batch['boxes'][row] = example['boxes']
     batch['present'][row] = example['present']
@@ -367,7 +375,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, split: str, batch_size:
     return groups
 
   def assemble(read_groups) -> Batch:
-    batch = _empty_batch(len(rows), transform, source.has_boxes)
+    batch = _empty_batch(len(rows), transform, source.has_boxes, frame_index=True)
     for video, locals_, outcome in read_groups:
       # The clips of an unreadable video stay padding rows (mask False).
       health.record(outcome.failures, skipped=len(locals_))

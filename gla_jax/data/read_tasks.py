@@ -79,27 +79,32 @@ def contiguous(example: sampling.Example) -> sampling.Example:
 
 def eval_examples(source: sources.Source, transform: sampling.ClipTransform, video_index: int,
                    starts: Sequence[int], policy: bad_data.ReadPolicy) -> Outcome:
-  """Evaluation clips of one video at `starts`, decoding the video once (None if unreadable)."""
+  """Evaluation clips of one video at `starts`, decoding the video once (None if unreadable).
+
+  Each clip's example also holds 'frame_index' (int32 [T]): its frames' indices
+  in the video, as read (`sampling.eval_frame_indices`).
+  """
 
   def read():
     num_frames = source.num_frames(video_index)
     clips = [sampling.eval_frame_indices(num_frames, start, transform.num_frames, transform.stride)
              for start in starts]
-    return source.load(video_index, np.concatenate(clips))
+    return clips, source.load(video_index, np.concatenate(clips))
 
   try:
-    example = bad_data.read_with_retries(source, video_index, read, policy.retries)
+    clips, example = bad_data.read_with_retries(source, video_index, read, policy.retries)
   except Exception as error:  # pylint: disable=broad-except
     return Outcome(None, video_index,
                     ((video_index, source.describe(video_index), bad_data.describe_error(error)),))
   height, width = example['video'].shape[1:3]
   x0, y0, side = sampling.center_region(height, width)
   examples = []
-  for k in range(len(starts)):
+  for k, frames in enumerate(clips):
     rows = slice(k * transform.num_frames, (k + 1) * transform.num_frames)
-    examples.append(contiguous(transform.finish(
+    finished = contiguous(transform.finish(
         {key: (value[rows] if key != 'label' else value) for key, value in example.items()},
-        x0, y0, side, False)))
+        x0, y0, side, False))
+    examples.append(dict(finished, frame_index=np.asarray(frames, np.int32)))
   return Outcome(examples, video_index, ())
 
 

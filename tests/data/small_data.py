@@ -7,6 +7,8 @@ from gla_jax.data import video_io
 
 KEYS_WITH_BOXES = {'video', 'label', 'video_index', 'mask', 'boxes', 'present'}
 KEYS_WITHOUT_BOXES = {'video', 'label', 'video_index', 'mask'}
+# Evaluation batches also number each clip's frames in its video.
+EVAL_KEYS_WITH_BOXES = KEYS_WITH_BOXES | {'frame_index'}
 
 
 def config(**overrides):

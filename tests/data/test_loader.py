@@ -215,6 +215,26 @@ def test_eval_covers_every_clip_once():
     np.testing.assert_array_equal(videos[row], item['video'][indices])
     boxes = np.concatenate([b['boxes'] for b in batches])[row]
     np.testing.assert_array_equal(boxes, item['boxes'][indices])
+  # Each frame's index in its video, as read; -1 on padding rows.
+  frame_index = np.concatenate([b['frame_index'] for b in batches])
+  np.testing.assert_array_equal(frame_index, np.concatenate([np.stack(frames * 3), -np.ones(
+      (3, 8), int)]))
+
+
+def test_eval_frame_index_names_the_frames_read():
+  """With a frame stride the loop-padded last clip repeats its video's frames."""
+  config = small_data.config(frame_stride=2)
+  with config.unlocked():
+    config.synthetic.update(dict(num_frames=20, height=32, width=32, val_size=2))
+  batches = list(loader.eval_batches(config, 'eval', batch_size=3))
+  dataset = sources.create_source(config, 'eval').dataset
+  rows = [(int(b['video_index'][r]), b['frame_index'][r], b['video'][r])
+          for b in batches for r in np.nonzero(b['mask'])[0]]
+  # 8 frames every other one: starts 0 and 16 of 20, the second loop-padded.
+  np.testing.assert_array_equal([frames for _, frames, _ in rows[:2]],
+                                [np.arange(0, 16, 2), [16, 18] * 4])
+  for video, frames, pixels in rows:
+    np.testing.assert_array_equal(pixels, dataset[video]['video'][frames])
 
 
 @pytest.mark.parametrize('annotated_scale', [1, 2])

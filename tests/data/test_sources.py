@@ -39,7 +39,7 @@ def test_folder_source_reads_the_exported_videos(tmp_path):
   batches = list(loader.eval_batches(config, 'eval', batch_size=3))
   assert len(batches) == 2
   for batch in batches:
-    assert set(batch) == small_data.KEYS_WITH_BOXES
+    assert set(batch) == small_data.EVAL_KEYS_WITH_BOXES
     for row in np.nonzero(batch['mask'])[0]:
       item = dataset[int(batch['video_index'][row])]
       assert batch['label'][row] == item['label']
