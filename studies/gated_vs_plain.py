@@ -14,9 +14,10 @@ in its folder, linked from the table. The seed sets the initialisation and the
 data order (`train.seed`); the data themselves are the same for every run.
 
 Default: 5 seeds at 'demo' for 400 steps, where the plain model is between
-chance and saturation (0.691, 0.594, 0.438 for seeds 0-2; 0.902 at 600 steps;
-'demo_medium' at 600 steps 0.383; docs/results.md). A plain step takes about
-0.3 s and a gated one 0.5 s alone on a 2-core CPU: the 10 runs about 30 min.
+chance and saturation (0.685 +- 0.173 over seeds 0-4, gated 0.701 +- 0.083;
+0.902 at 600 steps; 'demo_medium' at 600 steps 0.383; docs/results.md section
+3). A plain step takes 0.24-0.3 s and a gated one 0.38-0.5 s alone on a 2-core
+CPU: the 10 runs and the localization table 27-30 min.
 """
 import argparse
 import json
