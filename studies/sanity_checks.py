@@ -15,8 +15,9 @@ with `config.localize.seed`) with every method of `config.localize.methods`
     `<workdir>/shuffled_labels` (resumed if there; `--steps` shortens it).
 Each map is compared with the trained model's map of the same clip (every
 model explains its own predicted class): mean Spearman rank correlation, of
-|map| too, and mean SSIM over the clips. A method FAILS when its mean
-Spearman correlation stays >= SPEARMAN_FAIL_THRESHOLD with the whole network
+|map| too (its table only where it differs), and mean SSIM over the clips. A
+method FAILS when its mean Spearman correlation stays >=
+SPEARMAN_FAIL_THRESHOLD with the whole network
 randomised: its maps then show the input, not what the model learnt. Writes
 `<workdir>/sanity_checks.md`, `.json` and `.png` (Spearman against the
 cascade stage).
@@ -165,6 +166,13 @@ def train_shuffled(config: ml_collections.ConfigDict, workdir: str) -> Dict[str,
   return final
 
 
+def _same_as_spearman(result: Dict[str, Any]) -> bool:
+  """Whether the |map| correlation equals the plain one everywhere (maps without a sign)."""
+  return all(measures['spearman_abs'] == measures['spearman']
+             for entry in result['methods'].values()
+             for measures in [*entry['states'].values(), entry['shuffled_labels']])
+
+
 def markdown(result: Dict[str, Any]) -> str:
   """One table per measure: methods x (cascade stages, shuffled labels); verdicts."""
   states = [*result['stages'], SHUFFLED]
@@ -177,6 +185,10 @@ def markdown(result: Dict[str, Any]) -> str:
            'its mean Spearman correlation with the whole network randomised (column '
            f'`{result["stages"][-1]}`) is >= {SPEARMAN_FAIL_THRESHOLD} (Adebayo et al. 2018).']
   for key, title in METRICS:
+    if key == 'spearman_abs' and _same_as_spearman(result):
+      lines += ['', f'{title}: equal to the Spearman rank correlation for every method and '
+                'model (their maps are >= 0), so its table is left out.']
+      continue
     lines += ['', f'**{title}** with the trained model\'s maps (mean over the clips)', '',
               '| method | ' + ' | '.join(states) + (' | verdict |' if key == 'spearman' else ' |'),
               '| --- ' * (len(states) + 1 + (key == 'spearman')) + '|']

@@ -52,7 +52,8 @@ def test_study_runs_end_to_end(tmp_path):
   written = json.load(open(tmp_path / 'study' / 'sanity_checks.json'))
   assert written['methods'].keys() == result['methods'].keys()
   table = (tmp_path / 'study' / 'sanity_checks.md').read_text()
-  assert table.count('| global-local:mean |') == 3
+  # CAMs are >= 0: the |map| correlation is the plain one, its table left out.
+  assert table.count('| global-local:mean |') == 2 and 'so its table is left out' in table
   assert f'>= {sanity_checks.SPEARMAN_FAIL_THRESHOLD}' in table
   assert os.path.getsize(tmp_path / 'study' / 'sanity_checks.png') > 1000
   for entry in result['methods'].values():
@@ -79,6 +80,19 @@ def test_study_runs_end_to_end(tmp_path):
     assert expected == pytest.approx(np.mean(rhos), abs=1e-9)
   else:
     assert expected is None
+
+
+def test_the_absolute_value_table_is_shown_only_where_it_differs():
+  measures = dict(spearman=0.25, spearman_abs=0.25, ssim=0.5, undefined_clips=0)
+  result = dict(command='c', num_clips=1, split='eval', trained='t', stages=['stem'],
+                shuffled=dict(workdir='w', step=1, clip_accuracy=0.1),
+                methods={'m': dict(states={'stem': dict(measures)}, verdict='passes',
+                                   shuffled_labels=dict(measures))})
+  table = sanity_checks.markdown(result)
+  assert table.count('| m |') == 2 and 'so its table is left out' in table
+  result['methods']['m']['shuffled_labels']['spearman_abs'] = 0.75   # a signed map
+  table = sanity_checks.markdown(result)
+  assert table.count('| m |') == 3 and '| m | 0.250 | 0.750 |' in table
 
 
 def test_weights_that_are_not_there_end_with_one_message(tmp_path, capsys):
