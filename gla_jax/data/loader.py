@@ -1,6 +1,7 @@
 """Training and evaluation batches for jit: sources read in parallel by grain, prefetched.
 
-Batch format (a dict of numpy arrays, the same for every source and split):
+Batch format (a dict of numpy arrays, the same for every source and split but
+'frame_index', in evaluation batches only):
   video        uint8 [B, T, S, S, 3]    RGB after crop, resize and flip; the
                                         consumer normalises it on the device
                                         ((x - mean) / std), 4x fewer bytes to send
