@@ -16,11 +16,10 @@ with `config.localize.seed`) with every method of `config.localize.methods`
 Each map is compared with the trained model's map of the same clip (every
 model explains its own predicted class): mean Spearman rank correlation, of
 |map| too (its table only where it differs), and mean SSIM over the clips. A
-method FAILS when its mean Spearman correlation stays >=
-SPEARMAN_FAIL_THRESHOLD with the whole network
-randomised: its maps then show the input, not what the model learnt. Writes
-`<workdir>/sanity_checks.md`, `.json` and `.png` (Spearman against the
-cascade stage).
+method FAILS when its mean Spearman correlation stays >= SPEARMAN_FAIL_THRESHOLD
+with the whole network randomised: its maps then show the input, not what the
+model learnt. Writes `<workdir>/sanity_checks.md`, `.json` and `.png`
+(Spearman against the cascade stage).
 
 Reference:
   Adebayo, Gilmer, Muelly, Goodfellow, Hardt, Kim. "Sanity Checks for Saliency
